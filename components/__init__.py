@@ -1,0 +1,1 @@
+"""MAC components: the topology model and the Pulumi components built from it."""

@@ -1,0 +1,156 @@
+"""Read and write `stacks/Pulumi.<stack>.yaml`: the topology in, a changed topology out.
+
+Round-trip YAML (ruamel) keeps comments, key order and `secure:` values; writes are atomic
+(temp file in the same directory, fsync, rename), so a crash never leaves half a stack file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from components.topology import NAMESPACE, Problem, Topology, TopologyError, parse_topology, to_config
+
+STACKS_DIR = "stacks"
+
+
+def stack_path(project_dir: str | Path, stack: str) -> Path:
+    return Path(project_dir) / STACKS_DIR / f"Pulumi.{stack}.yaml"
+
+
+def stack_names(project_dir: str | Path) -> list[str]:
+    """Every stack that has a file in `stacks/`, sorted."""
+    files = (Path(project_dir) / STACKS_DIR).glob("Pulumi.*.yaml")
+    return sorted(f.name[len("Pulumi."):-len(".yaml")] for f in files)
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def read_document(path: str | Path) -> Any:
+    """The stack file as a round-trip document; TopologyError for a missing or broken file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TopologyError([Problem(str(path), None, "no such stack file; create it or check "
+                                     "--stack / --project-dir")]) from None
+    except OSError as err:
+        raise TopologyError([Problem(str(path), None, f"cannot be read: {err.strerror}")]) from None
+    try:
+        doc = _yaml().load(text)
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise TopologyError([Problem(str(path), None, f"YAML syntax error at {where}: "
+                                     f"{err.problem or err.context}")]) from None
+    except YAMLError as err:
+        raise TopologyError([Problem(str(path), None, f"YAML error: {err}")]) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, Mapping):
+        raise TopologyError([Problem(str(path), type(doc).__name__,
+                                     "must be a YAML mapping with a `config:` key")])
+    return doc
+
+
+def config_values(doc: Mapping[str, Any], path: str | Path = "") -> dict[str, Any]:
+    """The project's config values from a stack document, keyed without the `mac:` namespace."""
+    config = doc.get("config") or {}
+    if not isinstance(config, Mapping):
+        raise TopologyError([Problem(f"{path}: config", config, "must be a mapping of keys")])
+    prefix = f"{NAMESPACE}:"
+    return {k[len(prefix):]: v for k, v in config.items() if str(k).startswith(prefix)}
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Parse and validate the topology of one stack file (TopologyError with every problem)."""
+    return parse_topology(config_values(read_document(path), path))
+
+
+def write_topology(path: str | Path, topology: Topology) -> bool:
+    """Write `topology` into the stack file, changing only what differs. Atomic.
+
+    Returns True when the file changed. Keys outside the topology (secrets, other
+    namespaces, comments) are left exactly as they were.
+    """
+    path = Path(path)
+    doc = read_document(path)
+    if doc.get("config") is None:
+        doc["config"] = {}
+    config = doc["config"]
+    changed = False
+    for key, value in to_config(topology).items():
+        full = f"{NAMESPACE}:{key}"
+        if full in config:
+            merged, key_changed = _merge(config[full], value)
+            if key_changed:
+                config[full] = merged
+                changed = True
+        elif value not in ({}, []):
+            config[full] = value
+            changed = True
+    if changed:
+        buffer = io.StringIO()
+        _yaml().dump(doc, buffer)
+        atomic_write_text(path, buffer.getvalue())
+    return changed
+
+
+def _merge(old: Any, new: Any) -> tuple[Any, bool]:
+    """Update `old` in place towards `new` so comments on unchanged entries survive."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        changed = False
+        for key in [k for k in old if k not in new]:
+            del old[key]
+            changed = True
+        for key, value in new.items():
+            if key in old:
+                merged, sub_changed = _merge(old[key], value)
+                if sub_changed:
+                    old[key] = merged
+                    changed = True
+            else:
+                old[key] = value
+                changed = True
+        return old, changed
+    if isinstance(old, list) and isinstance(new, list):
+        if list(old) == new:
+            return old, False
+        old[:] = new
+        return old, True
+    return new, old != new or type(old) is not type(new)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` so readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,585 @@
+"""The cluster's topology: typed model, parsing from stack config and validation.
+
+This is the single source of truth that both the Pulumi program and the watchdog read. It has no
+Pulumi imports: the stack file reader/writer lives in `components/stack_file.py`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+NAMESPACE = "mac"
+
+
+class Role(StrEnum):
+    MYSQL = "mysql"
+    WEB = "web"
+    LB = "lb"
+
+
+# Minimum number of nodes per role for a working Medium Availability Cluster.
+MIN_NODES: dict[Role, int] = {Role.MYSQL: 2, Role.WEB: 2, Role.LB: 1}
+# Exactly this many nodes for roles with an upper bound (Galera with garbd on the LB: 2 data nodes).
+MAX_NODES: dict[Role, int] = {Role.MYSQL: 2}
+
+
+@dataclass(frozen=True)
+class HealthEndpoint:
+    """Where a role answers its health check: HTTP 200 means healthy."""
+
+    port: int
+    path: str
+
+
+# One place for the ports and paths that roles serve and the watchdog probes.
+HEALTH_ENDPOINTS: dict[Role, HealthEndpoint] = {
+    Role.MYSQL: HealthEndpoint(9200, "/"),  # clustercheck: 200 only when wsrep_local_state=4
+    Role.WEB: HealthEndpoint(80, "/health.php"),  # 200 only when SELECT 1 succeeds
+    Role.LB: HealthEndpoint(8404, "/healthz"),  # HAProxy monitor-uri
+}
+LB_HTTP_PORT = 80
+MYSQL_PORT = 3306
+GALERA_PORT = 4567
+SSH_PORT = 22
+
+DEFAULT_POOL_PATH = "/var/lib/libvirt/mac"
+URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "test")
+FENCE_NONE = "none"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a stack config: where, what value, and what to do."""
+
+    path: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return f"{self.path}: {self.message}"
+        return f"{self.path} = {self.value!r}: {self.message}"
+
+
+class TopologyError(ValueError):
+    """A stack config that does not describe a valid cluster; holds every problem found."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class Host:
+    """A physical KVM host, reached by libvirt at `uri` and probed at `address`."""
+
+    name: str
+    uri: str
+    address: str
+    fence: str | None = None  # shell command that powers the host off; "none" to opt out
+    pool_path: str = DEFAULT_POOL_PATH
+
+
+@dataclass(frozen=True)
+class Node:
+    """A VM with one role. It keeps its name and IP when it moves to another host."""
+
+    name: str
+    role: Role
+    host: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class Network:
+    bridge: str
+    cidr: str
+    gateway: str
+    dns: tuple[str, ...] = ()
+
+    @property
+    def prefix_len(self) -> int:
+        return ipaddress.ip_network(self.cidr, strict=False).prefixlen
+
+
+@dataclass(frozen=True)
+class Image:
+    """The base image every VM's root volume is cloned from (URL or path on the host)."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class Size:
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+
+
+DEFAULT_SIZES: dict[Role, Size] = {
+    Role.MYSQL: Size(vcpu=2, memory_mib=2048, disk_gib=20),
+    Role.WEB: Size(vcpu=1, memory_mib=1024, disk_gib=10),
+    Role.LB: Size(vcpu=1, memory_mib=512, disk_gib=8),
+}
+
+
+@dataclass(frozen=True)
+class WatchdogSettings:
+    """How the watchdog probes, decides and acts (stack key `mac:watchdog`)."""
+
+    interval_s: float = 1.0
+    probe_timeout_s: float = 0.8
+    fail_threshold: int = 3  # consecutive failed probes before "failed"...
+    fail_after_s: float = 2.0  # ...spanning at least this long
+    recover_threshold: int = 3  # consecutive good probes before "healthy" again
+    max_unhealthy_share: float = 0.5  # more than this failing at once: suspect our own network
+    cooldown_s: float = 300.0
+    remediations_per_hour: int = 3
+    replace_attempts: int = 2  # in-place replacements of a node before moving it
+    verify_timeout_s: float = 600.0
+    webhook_url: str | None = None
+
+
+# Stack key (camelCase, as in the stack file) -> (dataclass field, type).
+WATCHDOG_KEYS: dict[str, tuple[str, type]] = {
+    "interval": ("interval_s", float),
+    "probeTimeout": ("probe_timeout_s", float),
+    "failThreshold": ("fail_threshold", int),
+    "failAfter": ("fail_after_s", float),
+    "recoverThreshold": ("recover_threshold", int),
+    "maxUnhealthyShare": ("max_unhealthy_share", float),
+    "cooldown": ("cooldown_s", float),
+    "remediationsPerHour": ("remediations_per_hour", int),
+    "replaceAttempts": ("replace_attempts", int),
+    "verifyTimeout": ("verify_timeout_s", float),
+    "webhookUrl": ("webhook_url", str),
+}
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What the cluster is. Immutable: changes produce a new Topology (see `with_`)."""
+
+    network: Network
+    image: Image
+    hosts: Mapping[str, Host]
+    nodes: Mapping[str, Node]
+    spares: tuple[str, ...] = ()
+    failed_hosts: tuple[str, ...] = ()
+    sizes: Mapping[Role, Size] = field(default_factory=lambda: dict(DEFAULT_SIZES))
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    ssh_user: str = "root"
+    ssh_public_key: str | None = None
+    cluster_name: str = "mac"
+
+    def nodes_on(self, host: str) -> list[Node]:
+        return [n for n in self.nodes.values() if n.host == host]
+
+    def nodes_of(self, role: Role) -> list[Node]:
+        return sorted((n for n in self.nodes.values() if n.role == role), key=lambda n: n.name)
+
+    @property
+    def active_hosts(self) -> list[str]:
+        """Hosts that are neither spare nor failed (they may run nodes)."""
+        idle = set(self.spares) | set(self.failed_hosts)
+        return [h for h in self.hosts if h not in idle]
+
+    @property
+    def live_hosts(self) -> list[str]:
+        """Hosts the Pulumi program manages: every host that is not recorded as failed."""
+        return [h for h in self.hosts if h not in self.failed_hosts]
+
+    def size_of(self, role: Role) -> Size:
+        return self.sizes.get(role, DEFAULT_SIZES[role])
+
+    def health_url(self, node: Node) -> str:
+        endpoint = HEALTH_ENDPOINTS[node.role]
+        return f"http://{node.ip}:{endpoint.port}{endpoint.path}"
+
+    def with_(self, **changes: Any) -> Topology:
+        return replace(self, **changes)
+
+    def move_nodes(self, names: Iterable[str], to_host: str) -> Topology:
+        nodes = dict(self.nodes)
+        for name in names:
+            nodes[name] = replace(nodes[name], host=to_host)
+        return replace(self, nodes=nodes)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing: raw config (the values under `mac:` keys) -> Topology, collecting every problem.
+# --------------------------------------------------------------------------------------------
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, value: Any, message: str) -> None:
+        self.problems.append(Problem(path, value, message))
+
+    def mapping(self, path: str, value: Any, required: bool = True) -> Mapping[str, Any] | None:
+        if value is None:
+            if required:
+                self.add(path, None, "is missing; add it to the stack file's config")
+            return None
+        if not isinstance(value, Mapping):
+            self.add(path, value, f"must be a mapping, not {type(value).__name__}")
+            return None
+        return value
+
+    def string(self, path: str, value: Any, required: bool = True) -> str | None:
+        if value is None:
+            if required:
+                self.add(path, None, "is missing; set it to a string")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.add(path, value, "must be a non-empty string")
+            return None
+        return value
+
+    def number(self, path: str, value: Any, kind: type, minimum: float = 0) -> Any:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and kind is int and not float(value).is_integer():
+            ok = False
+        if not ok:
+            self.add(path, value, f"must be a{'n integer' if kind is int else ' number'}")
+            return None
+        if value < minimum:
+            self.add(path, value, f"must be at least {minimum}")
+            return None
+        return kind(value)
+
+    def string_list(self, path: str, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.add(path, value, "must be a list of names, e.g. [spare1]")
+            return ()
+        return tuple(value)
+
+    def unknown_keys(self, path: str, value: Mapping[str, Any], allowed: Iterable[str]) -> None:
+        allowed = list(allowed)
+        for key in value:
+            if key not in allowed:
+                self.add(f"{path}.{key}", value[key], f"unknown key; allowed: {', '.join(allowed)}")
+
+
+def _key(name: str) -> str:
+    return f"{NAMESPACE}:{name}"
+
+
+def parse_topology(raw: Mapping[str, Any]) -> Topology:
+    """Build a Topology from config values keyed without namespace (`hosts`, `nodes`, ...).
+
+    Raises TopologyError listing every problem (types first, then the cluster rules).
+    """
+    c = _Collector()
+    network = _parse_network(c, raw.get("network"))
+    image_raw = c.mapping(_key("image"), raw.get("image"))
+    image = None
+    if image_raw is not None:
+        c.unknown_keys(_key("image"), image_raw, ["source"])
+        source = c.string(_key("image") + ".source", image_raw.get("source"))
+        image = Image(source) if source else None
+    hosts = _parse_hosts(c, raw.get("hosts"))
+    nodes = _parse_nodes(c, raw.get("nodes"))
+    spares = c.string_list(_key("spares"), raw.get("spares"))
+    failed = c.string_list(_key("failedHosts"), raw.get("failedHosts"))
+    sizes = _parse_sizes(c, raw.get("sizes"))
+    watchdog = _parse_watchdog(c, raw.get("watchdog"))
+    ssh_user = c.string(_key("sshUser"), raw.get("sshUser"), required=False) or "root"
+    ssh_key = c.string(_key("sshPublicKey"), raw.get("sshPublicKey"), required=False)
+    cluster = c.string(_key("clusterName"), raw.get("clusterName"), required=False) or "mac"
+    if c.problems or network is None or image is None:
+        raise TopologyError(c.problems)
+    topology = Topology(
+        network=network,
+        image=image,
+        hosts=hosts,
+        nodes=nodes,
+        spares=spares,
+        failed_hosts=failed,
+        sizes=sizes,
+        watchdog=watchdog,
+        ssh_user=ssh_user,
+        ssh_public_key=ssh_key,
+        cluster_name=cluster,
+    )
+    problems = validate(topology)
+    if problems:
+        raise TopologyError(problems)
+    return topology
+
+
+def _parse_network(c: _Collector, value: Any) -> Network | None:
+    path = _key("network")
+    raw = c.mapping(path, value)
+    if raw is None:
+        return None
+    c.unknown_keys(path, raw, ["bridge", "cidr", "gateway", "dns"])
+    bridge = c.string(f"{path}.bridge", raw.get("bridge"))
+    cidr = c.string(f"{path}.cidr", raw.get("cidr"))
+    gateway = c.string(f"{path}.gateway", raw.get("gateway"))
+    dns = c.string_list(f"{path}.dns", raw.get("dns"))
+    if cidr is not None:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError as err:
+            c.add(f"{path}.cidr", cidr, f"is not a network in CIDR form like 192.168.50.0/24 ({err})")
+            cidr = None
+    for i, server in enumerate(dns):
+        if not _is_ip(server):
+            c.add(f"{path}.dns[{i}]", server, "must be an IP address")
+    if gateway is not None and not _is_ip(gateway):
+        c.add(f"{path}.gateway", gateway, "must be an IP address")
+        gateway = None
+    if bridge is None or cidr is None or gateway is None:
+        return None
+    return Network(bridge=bridge, cidr=cidr, gateway=gateway, dns=dns)
+
+
+def _parse_hosts(c: _Collector, value: Any) -> dict[str, Host]:
+    path = _key("hosts")
+    raw = c.mapping(path, value)
+    hosts: dict[str, Host] = {}
+    for name, spec in (raw or {}).items():
+        hpath = f"{path}.{name}"
+        spec_map = c.mapping(hpath, spec)
+        if spec_map is None:
+            continue
+        c.unknown_keys(hpath, spec_map, ["uri", "address", "fence", "poolPath"])
+        uri = c.string(f"{hpath}.uri", spec_map.get("uri"))
+        address = c.string(f"{hpath}.address", spec_map.get("address"))
+        fence = c.string(f"{hpath}.fence", spec_map.get("fence"), required=False)
+        pool = c.string(f"{hpath}.poolPath", spec_map.get("poolPath"), required=False)
+        if uri is not None and address is not None:
+            hosts[str(name)] = Host(str(name), uri, address, fence, pool or DEFAULT_POOL_PATH)
+    return hosts
+
+
+def _parse_nodes(c: _Collector, value: Any) -> dict[str, Node]:
+    path = _key("nodes")
+    raw = c.mapping(path, value)
+    nodes: dict[str, Node] = {}
+    for name, spec in (raw or {}).items():
+        npath = f"{path}.{name}"
+        spec_map = c.mapping(npath, spec)
+        if spec_map is None:
+            continue
+        c.unknown_keys(npath, spec_map, ["role", "host", "ip"])
+        role_raw = c.string(f"{npath}.role", spec_map.get("role"))
+        host = c.string(f"{npath}.host", spec_map.get("host"))
+        ip = c.string(f"{npath}.ip", spec_map.get("ip"))
+        role = None
+        if role_raw is not None:
+            try:
+                role = Role(role_raw)
+            except ValueError:
+                roles = ", ".join(r.value for r in Role)
+                c.add(f"{npath}.role", role_raw, f"unknown role; use one of: {roles}")
+        if role is not None and host is not None and ip is not None:
+            nodes[str(name)] = Node(str(name), role, host, ip)
+    return nodes
+
+
+def _parse_sizes(c: _Collector, value: Any) -> dict[Role, Size]:
+    path = _key("sizes")
+    sizes = dict(DEFAULT_SIZES)
+    raw = c.mapping(path, value, required=False)
+    if raw is None:
+        return sizes
+    c.unknown_keys(path, raw, [r.value for r in Role])
+    for role in Role:
+        spec = c.mapping(f"{path}.{role.value}", raw.get(role.value), required=False)
+        if spec is None:
+            continue
+        spath = f"{path}.{role.value}"
+        c.unknown_keys(spath, spec, ["vcpu", "memoryMiB", "diskGiB"])
+        default = DEFAULT_SIZES[role]
+        vcpu = c.number(f"{spath}.vcpu", spec.get("vcpu", default.vcpu), int, 1)
+        mem = c.number(f"{spath}.memoryMiB", spec.get("memoryMiB", default.memory_mib), int, 256)
+        disk = c.number(f"{spath}.diskGiB", spec.get("diskGiB", default.disk_gib), int, 1)
+        if None not in (vcpu, mem, disk):
+            sizes[role] = Size(vcpu, mem, disk)
+    return sizes
+
+
+def _parse_watchdog(c: _Collector, value: Any) -> WatchdogSettings:
+    path = _key("watchdog")
+    raw = c.mapping(path, value, required=False)
+    if raw is None:
+        return WatchdogSettings()
+    c.unknown_keys(path, raw, WATCHDOG_KEYS)
+    values: dict[str, Any] = {}
+    for key, (attr, kind) in WATCHDOG_KEYS.items():
+        if key not in raw:
+            continue
+        if kind is str:
+            parsed = c.string(f"{path}.{key}", raw[key])
+        else:
+            parsed = c.number(f"{path}.{key}", raw[key], kind, 0)
+        if parsed is not None:
+            values[attr] = parsed
+    settings = WatchdogSettings(**values)
+    if not 0 < settings.max_unhealthy_share <= 1:
+        c.add(f"{path}.maxUnhealthyShare", settings.max_unhealthy_share, "must be in (0, 1]")
+    if settings.probe_timeout_s <= 0 or settings.interval_s <= 0:
+        c.add(f"{path}.interval", settings.interval_s, "interval and probeTimeout must be > 0")
+    if settings.fail_threshold < 1 or settings.recover_threshold < 1:
+        c.add(f"{path}.failThreshold", settings.fail_threshold, "thresholds must be at least 1")
+    url = settings.webhook_url
+    if url is not None and urlsplit(url).scheme not in ("http", "https"):
+        c.add(f"{path}.webhookUrl", url, "must be an http:// or https:// URL")
+    return settings
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: the cluster rules. The watchdog runs this on every topology it plans, too.
+# --------------------------------------------------------------------------------------------
+
+
+def validate(t: Topology) -> list[Problem]:
+    """Every rule the cluster must keep, as a list of problems (empty when valid)."""
+    problems: list[Problem] = []
+    add = problems.append
+    network = ipaddress.ip_network(t.network.cidr, strict=False)
+    gateway = ipaddress.ip_address(t.network.gateway)
+    if gateway not in network:
+        add(Problem(_key("network.gateway"), t.network.gateway, f"is outside {t.network.cidr}"))
+
+    for name, host in t.hosts.items():
+        problems.extend(_uri_problems(f"{_key('hosts')}.{name}.uri", host.uri))
+
+    for key, names in (("spares", t.spares), ("failedHosts", t.failed_hosts)):
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name not in t.hosts:
+                add(Problem(f"{_key(key)}[{i}]", name, "is not a host in mac:hosts; add it there"))
+            if name in seen:
+                add(Problem(f"{_key(key)}[{i}]", name, "is listed twice; keep one"))
+            seen.add(name)
+    for name in set(t.spares) & set(t.failed_hosts):
+        add(Problem(_key("spares"), name, "is also in mac:failedHosts; a host is one or the other"))
+
+    ips: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+    placed: dict[tuple[Role, str], str] = {}
+    for name, node in sorted(t.nodes.items()):
+        path = f"{_key('nodes')}.{name}"
+        if node.host not in t.hosts:
+            known = ", ".join(t.hosts) or "none defined"
+            add(Problem(f"{path}.host", node.host, f"is not a host in mac:hosts (known: {known})"))
+        elif node.host in t.spares:
+            add(Problem(f"{path}.host", node.host,
+                        "is a spare; a spare runs no node: move the node or drop it from mac:spares"))
+        elif node.host in t.failed_hosts:
+            add(Problem(f"{path}.host", node.host,
+                        "is in mac:failedHosts; move the node to a live host"))
+        other = placed.get((node.role, node.host))
+        if other is not None:
+            add(Problem(f"{path}.host", node.host,
+                        f"also runs {other} ({node.role.value}): nodes of one role need distinct "
+                        "hosts so one host failure cannot take both"))
+        placed[(node.role, node.host)] = name
+        try:
+            ip = ipaddress.ip_address(node.ip)
+        except ValueError:
+            add(Problem(f"{path}.ip", node.ip, "is not an IP address"))
+            continue
+        if ip not in network:
+            add(Problem(f"{path}.ip", node.ip, f"is outside mac:network.cidr {t.network.cidr}"))
+        elif ip in (network.network_address, network.broadcast_address):
+            add(Problem(f"{path}.ip", node.ip, "is the network or broadcast address"))
+        if ip == gateway:
+            add(Problem(f"{path}.ip", node.ip, "is the gateway's address; pick a free one"))
+        if ip in ips:
+            add(Problem(f"{path}.ip", node.ip, f"is also the IP of {ips[ip]}; IPs must be unique"))
+        ips.setdefault(ip, name)
+
+    for role in Role:
+        count = len(t.nodes_of(role))
+        if count < MIN_NODES[role]:
+            add(Problem(_key("nodes"), f"{count} {role.value}",
+                        f"the cluster needs at least {MIN_NODES[role]} {role.value} nodes"))
+        if role in MAX_NODES and count > MAX_NODES[role]:
+            add(Problem(_key("nodes"), f"{count} {role.value}",
+                        f"the cluster takes exactly {MAX_NODES[role]} {role.value} nodes"))
+    return problems
+
+
+def _uri_problems(path: str, uri: str) -> list[Problem]:
+    parts = urlsplit(uri)
+    if parts.scheme not in URI_SCHEMES:
+        examples = "qemu:///system, qemu+ssh://root@10.0.0.11/system, qemu+tcp://..., test:///default"
+        return [Problem(path, uri, f"unsupported libvirt URI scheme; use one of: {examples}")]
+    if parts.scheme == "qemu+ssh":
+        if not parts.hostname:
+            return [Problem(path, uri, "names no host; write qemu+ssh://USER@HOST/system")]
+        try:
+            port = parts.port
+        except ValueError:
+            return [Problem(path, uri, "has a malformed port")]
+        if port is not None:
+            return [Problem(path, uri,
+                            "has an explicit port, which pulumi-libvirt 0.5.4 cannot use; "
+                            "make sshd listen on 22 and drop the port")]
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# Serialising: Topology -> raw config values (the inverse of parse_topology).
+# --------------------------------------------------------------------------------------------
+
+
+def to_config(t: Topology) -> dict[str, Any]:
+    """The `mac:` config values (without namespace) that describe `t`; defaults are left out."""
+    raw: dict[str, Any] = {
+        "network": {"bridge": t.network.bridge, "cidr": t.network.cidr,
+                    "gateway": t.network.gateway},
+        "image": {"source": t.image.source},
+        "hosts": {name: _host_config(h) for name, h in t.hosts.items()},
+        "spares": list(t.spares),
+        "failedHosts": list(t.failed_hosts),
+        "nodes": {name: {"role": n.role.value, "host": n.host, "ip": n.ip}
+                  for name, n in t.nodes.items()},
+    }
+    if t.network.dns:
+        raw["network"]["dns"] = list(t.network.dns)
+    sizes = {role.value: {"vcpu": s.vcpu, "memoryMiB": s.memory_mib, "diskGiB": s.disk_gib}
+             for role, s in t.sizes.items() if s != DEFAULT_SIZES[role]}
+    if sizes:
+        raw["sizes"] = sizes
+    defaults = WatchdogSettings()
+    watchdog = {key: getattr(t.watchdog, attr) for key, (attr, _) in WATCHDOG_KEYS.items()
+                if getattr(t.watchdog, attr) != getattr(defaults, attr)}
+    if watchdog:
+        raw["watchdog"] = watchdog
+    if t.ssh_user != "root":
+        raw["sshUser"] = t.ssh_user
+    if t.ssh_public_key:
+        raw["sshPublicKey"] = t.ssh_public_key
+    if t.cluster_name != "mac":
+        raw["clusterName"] = t.cluster_name
+    return raw
+
+
+def _host_config(h: Host) -> dict[str, Any]:
+    spec: dict[str, Any] = {"uri": h.uri, "address": h.address}
+    if h.fence is not None:
+        spec["fence"] = h.fence
+    if h.pool_path != DEFAULT_POOL_PATH:
+        spec["poolPath"] = h.pool_path
+    return spec

@@ -1,0 +1,1 @@
+"""MAC watchdog: probes the cluster, decides what really failed, and heals it through Pulumi."""
