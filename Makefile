@@ -1,0 +1,45 @@
+# MAC: common tasks. Every target uses the project's own virtualenv (.venv).
+PY      ?= .venv/bin/python
+STACK   ?= lab
+
+.PHONY: venv lint typecheck test test-fast lab lab-down engine bench validate
+
+venv: .venv/.installed
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	.venv/bin/ruff check .
+
+typecheck: venv
+	.venv/bin/mypy .
+
+validate: venv
+	.venv/bin/mac-watchdog validate
+
+# The README's test command: lint, type-check, then every test (lab and engine tests skip with a
+# reason where root, namespaces or the built engine are missing).
+test: lint typecheck
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest tests/unit tests/watchdog -q
+
+# The whole cluster for real on this machine (root): namespaces + real daemons. Ctrl-C to leave.
+lab: venv
+	$(PY) -m tests.lab up --stack $(STACK)
+
+lab-down: venv
+	$(PY) -m tests.lab down
+
+# Build the Pulumi CLI, Python language host and providers from their Go modules into .engine/.
+engine:
+	bash tools/engine/build.sh
+
+bench: venv
+	$(PY) bench/failover.py
+	$(PY) bench/detection.py
+	$(PY) bench/mock_scale.py
