@@ -66,3 +66,7 @@ def validate(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
