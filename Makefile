@@ -2,7 +2,18 @@
 PY      ?= .venv/bin/python
 STACK   ?= lab
 
-.PHONY: venv lint typecheck test test-fast lab lab-down engine bench validate
+.PHONY: setup packages venv lint typecheck test test-fast lab lab-down engine bench validate
+
+# Everything a fresh Debian machine needs: the daemons the lab runs (as root) and the venv.
+setup: packages venv
+
+LAB_PACKAGES = apache2 libapache2-mod-php php-mysql mariadb-server galera-4 galera-arbitrator-4 \
+	haproxy iproute2 rsync socat curl
+packages:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    --no-install-recommends $(LAB_PACKAGES); \
+	else echo "not root: skipping Debian packages ($(LAB_PACKAGES))"; fi
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
