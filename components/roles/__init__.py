@@ -36,3 +36,58 @@ class PostBootStep:
     command: str
     stdin: Callable[[Secrets], str] | None = None
     after: tuple[str, ...] = ()  # names of steps that must finish first
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering: cloud-config per node and the post-boot steps (everything below the contract).
+# --------------------------------------------------------------------------------------------
+
+import shlex  # noqa: E402 (the contract above stays first)
+
+from components.roles import lb, mysql, web  # noqa: E402
+from components.roles.cloud_config import WriteFile, render_cloud_config  # noqa: E402
+from components.topology import Role  # noqa: E402
+
+WAIT_CLOUD_INIT = "cloud-init status --wait >/dev/null; test -f /var/lib/cloud/instance/boot-finished"
+
+
+def user_data(node: Node, topology: Topology, secrets: Secrets) -> str:
+    """The node's `#cloud-config`: its role's packages, rendered files and first-boot commands."""
+    packages: tuple[str, ...]
+    files: list[WriteFile]
+    runcmd: list[str | list[str]]
+    if node.role is Role.MYSQL:
+        packages, files, runcmd = mysql.PACKAGES, mysql.files(node, topology), mysql.runcmd()
+    elif node.role is Role.WEB:
+        packages = web.PACKAGES
+        files, runcmd = web.files(node, topology, secrets.db_app_password), web.runcmd()
+    else:
+        packages, files, runcmd = lb.PACKAGES, lb.files(node, topology), lb.runcmd()
+    return render_cloud_config(node.name, ("curl", *packages), files, runcmd,
+                               topology.ssh_user, topology.ssh_public_key)
+
+
+def post_boot_steps(topology: Topology) -> list[PostBootStep]:
+    """Ordered steps after boot: cloud-init done everywhere, Galera up node by node, schema, garbd."""
+    def root(command: str) -> str:
+        return command if topology.ssh_user == "root" else f"sudo -n sh -c {shlex.quote(command)}"
+
+    steps = [PostBootStep(f"wait-cloud-init-{n.name}", n.name, root(WAIT_CLOUD_INIT))
+             for n in topology.nodes.values()]
+    previous: tuple[str, ...] = ()
+    dbs = topology.nodes_of(Role.MYSQL)
+    for db in dbs:
+        name = f"galera-start-{db.name}"
+        steps.append(PostBootStep(name, db.name, root(mysql.GALERA_START),
+                                  after=(f"wait-cloud-init-{db.name}", *previous)))
+        previous = (name,)
+    first = dbs[0]
+    steps.append(PostBootStep(
+        "app-schema", first.name, root("mariadb --batch"),
+        stdin=lambda s: mysql.app_schema_sql(s.db_app_password, s.db_root_password),
+        after=(f"galera-start-{first.name}",)))
+    for node in topology.nodes_of(Role.LB):
+        steps.append(PostBootStep(
+            f"garbd-start-{node.name}", node.name, root("systemctl enable --now mac-garbd.service"),
+            after=(f"wait-cloud-init-{node.name}", f"galera-start-{first.name}")))
+    return steps

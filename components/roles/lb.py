@@ -1,0 +1,172 @@
+"""The lb role: HAProxy in front of the web nodes (and the DB nodes), plus the Galera arbitrator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from components.roles.cloud_config import WriteFile
+from components.roles.common import shell_join
+from components.roles.mysql import EVS_OPTIONS
+from components.topology import (
+    GALERA_PORT,
+    HEALTH_ENDPOINTS,
+    LB_HTTP_PORT,
+    MYSQL_PORT,
+    Node,
+    Role,
+    Topology,
+)
+
+PACKAGES = ("haproxy", "galera-arbitrator-4")
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+GARBD_UNIT = "/etc/systemd/system/mac-garbd.service"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class HaproxyPaths:
+    stats_socket: str = "/run/haproxy/admin.sock"
+    log_target: str = "/dev/log"  # the lab logs to stdout instead
+    user: str | None = "haproxy"
+    group: str | None = "haproxy"
+
+
+VM_PATHS = HaproxyPaths()
+# Active checks: a dead server is out after 2 failed checks (~0.5-0.75 s), back after 2 good ones.
+CHECK_TIMING = "inter 500ms fastinter 250ms downinter 1s fall 2 rise 2"
+
+
+def render_haproxy_cfg(lb_name: str, lb_ip: str, web: Sequence[Backend], db: Sequence[Backend],
+                       paths: HaproxyPaths, http_port: int = LB_HTTP_PORT,
+                       mysql_port: int = MYSQL_PORT) -> str:
+    """haproxy.cfg: the app on `http_port`, a monitor URI, and a single-writer DB frontend.
+
+    Failover without failed requests: fast active checks, passive checks on live traffic, and
+    L7 retries that redispatch to another server (the app's requests are idempotent).
+    """
+    web_check = HEALTH_ENDPOINTS[Role.WEB]
+    db_check = HEALTH_ENDPOINTS[Role.MYSQL]
+    monitor = HEALTH_ENDPOINTS[Role.LB]
+    owner = ""
+    if paths.user:
+        owner += f"    user {paths.user}\n"
+    if paths.group:
+        owner += f"    group {paths.group}\n"
+    web_servers = "\n".join(f"    server {b.name} {b.ip}:{web_check.port} check" for b in web)
+    # One writer at a time: the first DB node, the second only while the first is not Synced.
+    db_servers = "\n".join(
+        f"    server {b.name} {b.ip}:{mysql_port} check port {db_check.port}"
+        + (" backup" if i else "") for i, b in enumerate(db))
+    return f"""\
+# MAC: load balancer {lb_name} (rendered by components/roles/lb.py)
+global
+    log {paths.log_target} local0 notice
+    maxconn 8192
+    stats socket {paths.stats_socket} mode 600 level admin
+{owner}
+defaults
+    mode http
+    log global
+    option dontlognull
+    timeout connect 1s
+    timeout client 30s
+    timeout server 10s
+    timeout http-request 10s
+    timeout http-keep-alive 10s
+    timeout check 2s
+    # A request that hit a dying server is sent again, to another one.
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response junk-response response-timeout 502 503 504
+
+frontend app
+    bind {lb_ip}:{http_port}
+    default_backend web
+
+backend web
+    balance roundrobin
+    option httpchk GET {web_check.path}
+    http-check expect status 200
+    default-server {CHECK_TIMING} observe layer4 error-limit 1 on-error mark-down
+{web_servers}
+
+frontend monitor
+    bind {lb_ip}:{monitor.port}
+    monitor-uri {monitor.path}
+    monitor fail if {{ nbsrv(web) lt 1 }}
+    stats enable
+    stats uri /stats
+    stats refresh 5s
+
+listen mysql
+    bind {lb_ip}:{mysql_port}
+    mode tcp
+    option dontlognull
+    timeout client 60s
+    timeout server 60s
+    option httpchk GET {db_check.path}
+    http-check expect status 200
+    default-server {CHECK_TIMING} on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions
+{db_servers}
+"""
+
+
+def garbd_argv(lb_name: str, lb_ip: str, db_ips: Sequence[str], cluster_name: str,
+               galera_port: int = GALERA_PORT, log_file: str | None = None,
+               garbd: str = "garbd") -> list[str]:
+    """The arbitrator's command line; EVS timeouts identical to the data nodes'."""
+    options = "; ".join([f"gmcast.listen_addr=tcp://{lb_ip}:{galera_port}",
+                         *(f"{k}={v}" for k, v in EVS_OPTIONS.items())])
+    argv = [garbd, "--name", lb_name, "--group", cluster_name,
+            "--address", "gcomm://" + ",".join(f"{ip}:{galera_port}" for ip in db_ips),
+            "--options", options]
+    if log_file:
+        argv += ["--log", log_file]
+    return argv
+
+
+def backends(topology: Topology, role: Role) -> list[Backend]:
+    return [Backend(n.name, n.ip) for n in topology.nodes_of(role)]
+
+
+def _garbd_unit(node: Node, topology: Topology) -> str:
+    argv = garbd_argv(node.name, node.ip, [n.ip for n in topology.nodes_of(Role.MYSQL)],
+                      topology.cluster_name, garbd="/usr/bin/garbd")
+    return f"""\
+[Unit]
+Description=MAC Galera arbitrator (keeps quorum when one DB node dies)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart={shell_join(argv)}
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def files(node: Node, topology: Topology) -> list[WriteFile]:
+    return [
+        WriteFile(HAPROXY_CFG, render_haproxy_cfg(node.name, node.ip, backends(topology, Role.WEB),
+                                                  backends(topology, Role.MYSQL), VM_PATHS)),
+        WriteFile(GARBD_UNIT, _garbd_unit(node, topology)),
+    ]
+
+
+def runcmd() -> list[str | list[str]]:
+    # garbd starts in a post-boot step, once the first DB node has formed the cluster.
+    return [
+        ["systemctl", "disable", "--now", "garb"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "haproxy"],
+        ["systemctl", "restart", "haproxy"],
+    ]

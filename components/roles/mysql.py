@@ -1,0 +1,201 @@
+"""The mysql role: MariaDB + Galera, the clustercheck endpoint, safe start and the app schema."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from components.roles.cloud_config import WriteFile
+from components.roles.common import (
+    APP_DB_NAME,
+    APP_DB_USER,
+    LIB_DIR,
+    script_source,
+    shell_join,
+    wrapper_script,
+)
+from components.topology import GALERA_PORT, HEALTH_ENDPOINTS, MYSQL_PORT, Node, Role, Topology
+
+PACKAGES = ("mariadb-server", "galera-4", "rsync", "python3")
+GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
+IST_PORT = 4568
+SST_PORT = 4444
+
+# Failure detection, identical on every member (garbd too): LAB-NOTES says mixed values break
+# joins, and keepalive_period must stay below suspect_timeout / 3. A dead member blocks commits
+# until it is evicted; these values bring that down from ~6 s (defaults) to about 1 s.
+EVS_OPTIONS: dict[str, str] = {
+    "evs.keepalive_period": "PT0.3S",
+    "evs.suspect_timeout": "PT1S",
+    "evs.inactive_timeout": "PT1.5S",
+    "evs.inactive_check_period": "PT0.25S",
+    "evs.install_timeout": "PT1.5S",
+    "evs.join_retrans_period": "PT0.3S",
+}
+
+
+@dataclass(frozen=True)
+class MysqlPaths:
+    """Where one MariaDB instance keeps its files; a VM uses the Debian defaults."""
+
+    datadir: str = "/var/lib/mysql"
+    socket: str = "/run/mysqld/mysqld.sock"
+    pid_file: str = "/run/mysqld/mysqld.pid"
+    log_error: str = "/var/log/mysql/error.log"
+    tmpdir: str = "/tmp"
+    user: str = "mysql"
+
+
+VM_PATHS = MysqlPaths()
+CNF_PATH = "/etc/mysql/mariadb.conf.d/99-mac-galera.cnf"
+CLUSTERCHECK_SCRIPT = f"{LIB_DIR}/clustercheck.py"
+GALERA_START_SCRIPT = f"{LIB_DIR}/galera_start.py"
+GALERA_START = "/usr/local/sbin/mac-galera-start"
+CLUSTERCHECK_UNIT = "/etc/systemd/system/mac-clustercheck.service"
+
+
+def provider_options(node_ip: str, galera_port: int = GALERA_PORT, ist_port: int = IST_PORT,
+                     extra: dict[str, str] | None = None) -> str:
+    options = {
+        "gmcast.listen_addr": f"tcp://{node_ip}:{galera_port}",
+        "ist.recv_addr": f"{node_ip}:{ist_port}",
+        "gcache.size": "256M",
+        **EVS_OPTIONS,
+        **(extra or {}),
+    }
+    return "; ".join(f"{k}={v}" for k, v in options.items())
+
+
+def render_galera_cnf(node_name: str, node_ip: str, cluster_ips: Sequence[str], cluster_name: str,
+                      paths: MysqlPaths, port: int = MYSQL_PORT, galera_port: int = GALERA_PORT,
+                      sst_method: str = "rsync", provider: str = GALERA_PROVIDER) -> str:
+    """The server config of one Galera data node (read after Debian's 50-server.cnf)."""
+    members = ",".join(f"{ip}:{galera_port}" for ip in cluster_ips)
+    return f"""\
+# MAC: MariaDB Galera data node {node_name} (rendered by components/roles/mysql.py)
+[mysqld]
+user                     = {paths.user}
+datadir                  = {paths.datadir}
+socket                   = {paths.socket}
+pid-file                 = {paths.pid_file}
+log-error                = {paths.log_error}
+tmpdir                   = {paths.tmpdir}
+bind-address             = {node_ip}
+port                     = {port}
+skip-name-resolve        = ON
+max_connections          = 500
+default_storage_engine   = InnoDB
+binlog_format            = ROW
+innodb_autoinc_lock_mode = 2
+# Durability comes from synchronous replication to the other node; a SIGKILL of mariadbd
+# keeps the OS page cache, so 2 loses nothing acknowledged in the drills.
+innodb_flush_log_at_trx_commit = 2
+
+wsrep_on                 = ON
+wsrep_provider           = {provider}
+wsrep_cluster_name       = {cluster_name}
+wsrep_cluster_address    = gcomm://{members}
+wsrep_node_name          = {node_name}
+wsrep_node_address       = {node_ip}:{galera_port}
+wsrep_node_incoming_address = {node_ip}:{port}
+wsrep_sst_method         = {sst_method}
+wsrep_sst_receive_address = {node_ip}:{SST_PORT}
+wsrep_provider_options   = "{provider_options(node_ip, galera_port)}"
+"""
+
+
+def clustercheck_argv(script: str, node_ip: str, socket: str, client: str = "mariadb",
+                      python: str = "python3") -> list[str]:
+    port = HEALTH_ENDPOINTS[Role.MYSQL].port
+    return [python, script, "--bind", node_ip, "--port", str(port), "--socket", socket,
+            "--client", client]
+
+
+def galera_start_argv(script: str, node: Node, topology: Topology, datadir: str,
+                      start_cmd: str, bootstrap_cmd: str, after_cmd: str = "",
+                      python: str = "python3") -> list[str]:
+    """The mac-galera-start command line for `node`; the lab passes its own start commands."""
+    dbs = topology.nodes_of(Role.MYSQL)
+    check = HEALTH_ENDPOINTS[Role.MYSQL]
+    argv = [python, script, "--self", node.ip,
+            "--peers", ",".join(n.ip for n in dbs if n.name != node.name),
+            "--arbitrators", ",".join(n.ip for n in topology.nodes_of(Role.LB)),
+            "--datadir", datadir, "--check-port", str(check.port), "--check-path", check.path,
+            "--galera-port", str(GALERA_PORT),
+            "--start-cmd", start_cmd, "--bootstrap-cmd", bootstrap_cmd]
+    if after_cmd:
+        argv += ["--after-cmd", after_cmd]
+    if dbs and dbs[0].name == node.name:
+        argv.append("--first")
+    return argv
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def app_schema_sql(app_password: str, root_password: str | None = None,
+                   database: str = APP_DB_NAME, user: str = APP_DB_USER) -> str:
+    """Idempotent SQL (fed on stdin, never on a command line) for the app's schema and user."""
+    lines = [
+        f"CREATE DATABASE IF NOT EXISTS `{database}`;",
+        f"CREATE TABLE IF NOT EXISTS `{database}`.`visits` (",
+        "  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,",
+        "  token VARCHAR(64) NULL,",
+        "  web VARCHAR(64) NOT NULL DEFAULT '',",
+        "  created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),",
+        "  UNIQUE KEY token (token)",
+        ") ENGINE=InnoDB;",
+        f"CREATE USER IF NOT EXISTS {_sql_string(user)}@'%' IDENTIFIED BY {_sql_string(app_password)};",
+        f"ALTER USER {_sql_string(user)}@'%' IDENTIFIED BY {_sql_string(app_password)};",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{database}`.* TO {_sql_string(user)}@'%';",
+    ]
+    if root_password is not None:
+        # unix_socket first: local tools (clustercheck, mac-galera-start) keep working without it.
+        lines.append("ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR "
+                     f"mysql_native_password USING PASSWORD({_sql_string(root_password)});")
+    lines.append("FLUSH PRIVILEGES;")
+    return "\n".join(lines) + "\n"
+
+
+def _clustercheck_unit(node_ip: str) -> str:
+    argv = clustercheck_argv(CLUSTERCHECK_SCRIPT, node_ip, VM_PATHS.socket, python="/usr/bin/python3")
+    return f"""\
+[Unit]
+Description=MAC Galera clustercheck (HTTP 200 only when Synced)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart={shell_join(argv)}
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def files(node: Node, topology: Topology) -> list[WriteFile]:
+    db_ips = [n.ip for n in topology.nodes_of(Role.MYSQL)]
+    start = galera_start_argv(GALERA_START_SCRIPT, node, topology, VM_PATHS.datadir,
+                              start_cmd="systemctl start mariadb", bootstrap_cmd="galera_new_cluster",
+                              after_cmd="systemctl enable mariadb", python="/usr/bin/python3")
+    return [
+        WriteFile(CNF_PATH, render_galera_cnf(node.name, node.ip, db_ips, topology.cluster_name,
+                                              VM_PATHS)),
+        WriteFile(CLUSTERCHECK_SCRIPT, script_source("clustercheck.py"), "0755"),
+        WriteFile(GALERA_START_SCRIPT, script_source("galera_start.py"), "0755"),
+        WriteFile(GALERA_START, wrapper_script(start), "0755"),
+        WriteFile(CLUSTERCHECK_UNIT, _clustercheck_unit(node.ip)),
+    ]
+
+
+def runcmd() -> list[str | list[str]]:
+    # mariadb is started by mac-galera-start (post-boot), which enables it once Synced: a
+    # plain start only ever joins, so later reboots rejoin by themselves.
+    return [
+        ["systemctl", "disable", "--now", "mariadb"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "mac-clustercheck.service"],
+    ]

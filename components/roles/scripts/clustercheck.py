@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Galera health over HTTP: 200 only when this node's wsrep_local_state is 4 (Synced), else 503.
+
+Installed on every mysql node as /usr/local/sbin/mac-clustercheck and run as a service; HAProxy,
+the watchdog and the lab probe it. Stdlib only: it runs under the cloud image's python3 and asks
+the local server through the `mariadb` client over the unix socket (root has unix_socket auth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SYNCED = "4"
+QUERY = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state','wsrep_cluster_status')"
+CACHE_S = 0.2  # several probers (two HAProxy checks, the watchdog) share one client run
+
+
+def query_state(client: str, socket: str, timeout_s: float) -> dict[str, str]:
+    """wsrep status variables, or {} when the server does not answer in time."""
+    try:
+        out = subprocess.run(
+            [client, "--no-defaults", "-uroot", f"--socket={socket}", "-N", "-B",
+             "--connect-timeout=1", "-e", QUERY],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if out.returncode != 0:
+        return {}
+    return dict(line.split("\t", 1) for line in out.stdout.splitlines() if "\t" in line)
+
+
+def is_healthy(state: dict[str, str]) -> bool:
+    return state.get("wsrep_local_state") == SYNCED and state.get("wsrep_cluster_status") == "Primary"
+
+
+class _Cache:
+    def __init__(self, client: str, socket: str, timeout_s: float) -> None:
+        self._args = (client, socket, timeout_s)
+        self._lock = threading.Lock()
+        self._at = 0.0
+        self._state: dict[str, str] = {}
+
+    def state(self) -> dict[str, str]:
+        with self._lock:
+            if time.monotonic() - self._at > CACHE_S:
+                self._state = query_state(*self._args)
+                self._at = time.monotonic()
+            return self._state
+
+
+def make_handler(cache: _Cache) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state = cache.state()
+            ok = is_healthy(state)
+            body = (f"wsrep_local_state={state.get('wsrep_local_state', 'unknown')} "
+                    f"wsrep_cluster_status={state.get('wsrep_cluster_status', 'unknown')}\n")
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        do_HEAD = do_GET
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # probes every 500 ms would flood the journal
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bind", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=9200)
+    parser.add_argument("--socket", default="/run/mysqld/mysqld.sock")
+    parser.add_argument("--client", default="mariadb")
+    parser.add_argument("--timeout", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    server = ThreadingHTTPServer((args.bind, args.port),
+                                 make_handler(_Cache(args.client, args.socket, args.timeout)))
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

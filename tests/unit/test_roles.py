@@ -1,0 +1,220 @@
+"""The roles' rendered cloud-config and configs: right addresses, valid for the real daemons."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from components.roles import Secrets, lb, mysql, post_boot_steps, user_data, web
+from components.roles.scripts.galera_start import Action, GraState, decide, parse_grastate
+from components.stack_file import load_topology
+from components.topology import HEALTH_ENDPOINTS, LB_HTTP_PORT, Role, Topology
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = Secrets(db_root_password="r00t'pw\"S3cret", db_app_password="app'pw\\S3cret")
+
+
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def topology(request: pytest.FixtureRequest) -> Topology:
+    return load_topology(ROOT / "stacks" / f"Pulumi.{request.param}.yaml")
+
+
+def _cloud_config(text: str) -> dict:
+    assert text.startswith("#cloud-config\n")
+    return YAML(typ="safe").load(io.StringIO(text))
+
+
+def _files(doc: dict) -> dict[str, str]:
+    return {f["path"]: f["content"] for f in doc["write_files"]}
+
+
+def test_every_node_gets_its_roles_packages_and_files(topology: Topology) -> None:
+    expected = {Role.MYSQL: (mysql.PACKAGES, mysql.CNF_PATH), Role.WEB: (web.PACKAGES, web.CONF_PATH),
+                Role.LB: (lb.PACKAGES, lb.HAPROXY_CFG)}
+    for node in topology.nodes.values():
+        doc = _cloud_config(user_data(node, topology, SECRETS))
+        packages, config_path = expected[node.role]
+        assert set(packages) <= set(doc["packages"])
+        assert config_path in _files(doc)
+        assert doc["hostname"] == node.name
+        assert ["rm", "-f", "/usr/sbin/policy-rc.d"] in doc["runcmd"]
+
+
+def test_galera_config_lists_both_db_nodes(topology: Topology) -> None:
+    dbs = topology.nodes_of(Role.MYSQL)
+    for node in dbs:
+        cnf = _files(_cloud_config(user_data(node, topology, SECRETS)))[mysql.CNF_PATH]
+        members = ",".join(f"{n.ip}:4567" for n in dbs)
+        assert f"wsrep_cluster_address    = gcomm://{members}" in cnf
+        assert f"bind-address             = {node.ip}" in cnf
+        assert f"wsrep_node_address       = {node.ip}:4567" in cnf
+        for line in ("binlog_format            = ROW", "innodb_autoinc_lock_mode = 2",
+                     "wsrep_sst_method         = rsync", "evs.suspect_timeout="):
+            assert line in cnf
+
+
+def test_evs_timeouts_are_the_same_on_every_member(topology: Topology) -> None:
+    lb1 = topology.nodes_of(Role.LB)[0]
+    garbd = " ".join(lb.garbd_argv(lb1.name, lb1.ip, ["10.0.0.1", "10.0.0.2"], "mac"))
+    cnf = mysql.render_galera_cnf("db1", "10.0.0.1", ["10.0.0.1", "10.0.0.2"], "mac", mysql.VM_PATHS)
+    for key, value in mysql.EVS_OPTIONS.items():
+        assert f"{key}={value}" in garbd
+        assert f"{key}={value}" in cnf
+
+
+def test_evs_keepalive_is_below_a_third_of_suspect_timeout() -> None:
+    def seconds(iso: str) -> float:
+        return float(iso.removeprefix("PT").removesuffix("S"))
+
+    keepalive = seconds(mysql.EVS_OPTIONS["evs.keepalive_period"])
+    suspect = seconds(mysql.EVS_OPTIONS["evs.suspect_timeout"])
+    inactive = seconds(mysql.EVS_OPTIONS["evs.inactive_timeout"])
+    assert keepalive < suspect / 3
+    assert suspect <= inactive
+
+
+def test_haproxy_fronts_every_web_node_and_the_db_nodes(topology: Topology) -> None:
+    node = topology.nodes_of(Role.LB)[0]
+    cfg = _files(_cloud_config(user_data(node, topology, SECRETS)))[lb.HAPROXY_CFG]
+    assert f"bind {node.ip}:{LB_HTTP_PORT}" in cfg
+    monitor = HEALTH_ENDPOINTS[Role.LB]
+    assert f"bind {node.ip}:{monitor.port}" in cfg and f"monitor-uri {monitor.path}" in cfg
+    for web_node in topology.nodes_of(Role.WEB):
+        assert f"server {web_node.name} {web_node.ip}:80 check" in cfg
+    for db in topology.nodes_of(Role.MYSQL):
+        assert f"server {db.name} {db.ip}:3306 check port 9200" in cfg
+    for needle in ("option httpchk GET /health.php", "http-check expect status 200",
+                   "option redispatch", "retries 3", "retry-on conn-failure empty-response"):
+        assert needle in cfg
+
+
+def test_web_app_config_points_at_lb_then_db_nodes(topology: Topology) -> None:
+    node = topology.nodes_of(Role.WEB)[0]
+    files = _files(_cloud_config(user_data(node, topology, SECRETS)))
+    config = json.loads(files[web.VM_PATHS.app_config])
+    expected = [*(n.ip for n in topology.nodes_of(Role.LB)), *(n.ip for n in topology.nodes_of(Role.MYSQL))]
+    assert config["hosts"] == expected
+    assert config["password"] == SECRETS.db_app_password
+    assert f"Listen {node.ip}:80" in files[web.CONF_PATH]
+    for name in web.APP_FILES:
+        assert f"{web.VM_PATHS.docroot}/{name}" in files
+
+
+def test_secrets_never_reach_a_command(topology: Topology) -> None:
+    steps = post_boot_steps(topology)
+    for step in steps:
+        for secret in (SECRETS.db_root_password, SECRETS.db_app_password):
+            assert secret not in step.command
+    schema = next(s for s in steps if s.name == "app-schema")
+    assert schema.stdin is not None
+    sql = schema.stdin(SECRETS)
+    assert "r00t\\'pw\"S3cret" in sql and "app\\'pw\\\\S3cret" in sql
+
+
+def test_post_boot_steps_start_galera_in_order(topology: Topology) -> None:
+    steps = {s.name: s for s in post_boot_steps(topology)}
+    db1, db2 = (n.name for n in topology.nodes_of(Role.MYSQL))
+    assert f"galera-start-{db1}" in steps[f"galera-start-{db2}"].after
+    assert f"galera-start-{db1}" in steps["app-schema"].after
+    names = list(steps)
+    for step in steps.values():
+        assert all(names.index(dep) < names.index(step.name) for dep in step.after)
+    assert {n.name for n in topology.nodes.values()} <= {s.node for s in steps.values()}
+
+
+def test_only_the_first_db_node_may_bootstrap(topology: Topology) -> None:
+    db1, db2 = topology.nodes_of(Role.MYSQL)
+    start1 = (_files(_cloud_config(user_data(db1, topology, SECRETS)))[mysql.GALERA_START])
+    start2 = (_files(_cloud_config(user_data(db2, topology, SECRETS)))[mysql.GALERA_START])
+    assert "--first" in start1 and "--first" not in start2
+
+
+FRESH = None
+CLEAN = GraState("7d0e1c6a-0000-0000-0000-000000000001", 42, True)
+UNCLEAN = GraState("7d0e1c6a-0000-0000-0000-000000000001", -1, False)
+
+
+@pytest.mark.parametrize(("synced", "alive", "first", "state", "action"), [
+    (True, False, True, UNCLEAN, Action.ALREADY_RUNNING),
+    (False, True, True, FRESH, Action.JOIN),  # a replaced db1 joins the survivor
+    (False, True, True, UNCLEAN, Action.JOIN),
+    (False, True, False, FRESH, Action.JOIN),
+    (False, False, False, FRESH, Action.WAIT),  # db2 never bootstraps
+    (False, False, False, CLEAN, Action.WAIT),
+    (False, False, True, FRESH, Action.BOOTSTRAP),
+    (False, False, True, CLEAN, Action.BOOTSTRAP),
+    (False, False, True, UNCLEAN, Action.REFUSE),
+])
+def test_galera_start_decision(synced: bool, alive: bool, first: bool, state: GraState | None,
+                               action: Action) -> None:
+    assert decide(synced, alive, first, state).action is action
+
+
+def test_parse_grastate() -> None:
+    text = ("# GALERA saved state\nversion: 2.1\nuuid:    3f1e-aa\nseqno:   -1\n"
+            "safe_to_bootstrap: 0\n")
+    assert parse_grastate(text) == GraState("3f1e-aa", -1, False)
+
+
+# ---- offline validation with the real binaries (skipped where they are not installed) ----
+
+def _need(binary: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        pytest.skip(f"{binary} is not installed here (apt-get install it to validate offline)")
+    return path
+
+
+def test_haproxy_accepts_the_rendered_config(topology: Topology, tmp_path: Path) -> None:
+    haproxy = _need("haproxy")
+    node = topology.nodes_of(Role.LB)[0]
+    cfg = tmp_path / "haproxy.cfg"
+    paths = lb.HaproxyPaths(stats_socket=str(tmp_path / "admin.sock"), log_target="stdout",
+                            user=None, group=None)
+    cfg.write_text(lb.render_haproxy_cfg(node.name, node.ip, lb.backends(topology, Role.WEB),
+                                         lb.backends(topology, Role.MYSQL), paths))
+    out = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ALERT" not in out.stdout + out.stderr
+
+
+def test_apache_accepts_the_rendered_config(topology: Topology, tmp_path: Path) -> None:
+    apache2 = _need("apache2")
+    php_module = Path(web.VM_PATHS.modules_dir) / web.VM_PATHS.php_module
+    if not php_module.exists():
+        pytest.skip(f"{php_module} is missing (apt-get install libapache2-mod-php)")
+    node = topology.nodes_of(Role.WEB)[0]
+    (tmp_path / "www").mkdir()
+    paths = web.ApachePaths(server_root=str(tmp_path), docroot=str(tmp_path / "www"),
+                            runtime_dir=str(tmp_path), pid_file=str(tmp_path / "httpd.pid"),
+                            error_log=str(tmp_path / "error.log"),
+                            access_log=str(tmp_path / "access.log"),
+                            app_config=str(tmp_path / "app.json"))
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(web.render_apache_conf(node.name, node.ip, paths))
+    out = subprocess.run([apache2, "-t", "-f", str(conf)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "Syntax OK" in out.stderr + out.stdout
+
+
+@pytest.mark.parametrize("name", web.APP_FILES)
+def test_php_app_files_parse(name: str) -> None:
+    php = _need("php")
+    out = subprocess.run([php, "-l", str(web.APP_SOURCE_DIR / name)], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("script", ["clustercheck.py", "galera_start.py"])
+def test_node_scripts_run_under_plain_python(script: str) -> None:
+    from components.roles.common import script_path
+
+    out = subprocess.run(["python3", str(script_path(script)), "--help"], capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0, out.stderr
