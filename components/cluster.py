@@ -1,0 +1,160 @@
+"""MediumAvailabilityCluster: the whole cluster from one Topology.
+
+A HypervisorHost per live host (active hosts and spares; failed hosts get nothing, not even a
+provider, because a provider cannot be configured against a dead host), a Vm per node on its
+host, and the post-boot steps of the roles as remote Commands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+
+from components import roles
+from components.host import HypervisorHost, HypervisorHostArgs
+from components.roles import PostBootStep, Secrets
+from components.topology import LB_HTTP_PORT, Node, Role, Topology
+from components.vm import Vm, VmArgs, mac_address
+
+TYPE_TOKEN = "mac:index:MediumAvailabilityCluster"
+# A fresh VM needs a minute or two before sshd answers: keep dialling for up to ~10 minutes.
+SSH_DIAL_ERROR_LIMIT = 40
+SSH_PER_DIAL_TIMEOUT_S = 15
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    topology: Topology
+    secrets: pulumi.Output[Secrets]  # a secret Output
+    ssh_private_key: pulumi.Input[str] | None = None  # None: pulumi-command uses the SSH agent
+
+
+def lb_url(topology: Topology) -> str:
+    """The URL clients use: the first load balancer's HTTP port."""
+    lb = topology.nodes_of(Role.LB)[0]
+    port = "" if LB_HTTP_PORT == 80 else f":{LB_HTTP_PORT}"
+    return f"http://{lb.ip}{port}/"
+
+
+def node_map(topology: Topology) -> dict[str, dict[str, str]]:
+    """{name: {role, host, ip, health_url}}: what the watchdog and operators look at."""
+    return {
+        name: {
+            "role": node.role.value,
+            "host": node.host,
+            "ip": node.ip,
+            "health_url": topology.health_url(node),
+        }
+        for name, node in sorted(topology.nodes.items())
+    }
+
+
+def _check_macs(topology: Topology) -> None:
+    seen: dict[str, str] = {}
+    for name in sorted(topology.nodes):
+        mac = mac_address(name)
+        if mac in seen:
+            raise pulumi.RunError(
+                f"nodes {seen[mac]} and {name} derive the same MAC {mac}; rename one of them"
+            )
+        seen[mac] = name
+
+
+class MediumAvailabilityCluster(pulumi.ComponentResource):
+    """Hosts, VMs and post-boot steps of one Medium Availability Cluster."""
+
+    hosts: dict[str, HypervisorHost]
+    vms: dict[str, Vm]
+    commands: dict[str, command.remote.Command]
+
+    def __init__(
+        self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        topology = args.topology
+        _check_macs(topology)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.hosts = {
+            host_name: HypervisorHost(
+                host_name, HypervisorHostArgs(topology.hosts[host_name], topology.image), child
+            )
+            for host_name in topology.live_hosts
+        }
+        self.vms = {
+            node.name: Vm(
+                node.name,
+                VmArgs(
+                    node=node,
+                    size=topology.size_of(node.role),
+                    network=topology.network,
+                    host=self.hosts[node.host],
+                    user_data=_user_data(node, topology, args.secrets),
+                    cluster_name=topology.cluster_name,
+                ),
+                child,
+            )
+            for node in sorted(topology.nodes.values(), key=lambda n: n.name)
+        }
+        self.commands = {}
+        self._last_step_on: dict[str, command.remote.Command] = {}
+        for step in roles.post_boot_steps(topology):
+            if step.name in self.commands:
+                raise pulumi.RunError(f"two post-boot steps are named {step.name}")
+            self.commands[step.name] = self._post_boot_command(step, args)
+            self._last_step_on[step.node] = self.commands[step.name]
+
+        self.lb_url = lb_url(topology)
+        self.nodes = node_map(topology)
+        self.register_outputs({"lb_url": self.lb_url, "nodes": self.nodes})
+
+    def _post_boot_command(self, step: PostBootStep, args: ClusterArgs) -> command.remote.Command:
+        """One step as a remote Command: after its VM and the steps it names, gone with its VM.
+
+        Steps of one node also run in list order. No `delete` command: deleting or replacing
+        must never need to reach a VM that may be dead.
+        """
+        vm = self.vms.get(step.node)
+        if vm is None:
+            raise pulumi.RunError(f"post-boot step {step.name} names unknown node {step.node}")
+        missing = [name for name in step.after if name not in self.commands]
+        if missing:
+            raise pulumi.RunError(
+                f"post-boot step {step.name} runs after {', '.join(missing)}, "
+                "which are not earlier steps"
+            )
+        depends_on: list[pulumi.Resource] = [vm.domain, *(self.commands[n] for n in step.after)]
+        previous = self._last_step_on.get(step.node)
+        if previous is not None:
+            depends_on.append(previous)
+        stdin: pulumi.Output[str] | None = None
+        if step.stdin is not None:
+            stdin = pulumi.Output.secret(args.secrets.apply(step.stdin))
+        return command.remote.Command(
+            step.name,
+            connection=command.remote.ConnectionArgs(
+                host=vm.node.ip,
+                user=args.topology.ssh_user,
+                private_key=args.ssh_private_key,
+                dial_error_limit=SSH_DIAL_ERROR_LIMIT,
+                per_dial_timeout=SSH_PER_DIAL_TIMEOUT_S,
+            ),
+            create=step.command,
+            stdin=stdin,
+            # A new domain (the node moved or was rebuilt) is a fresh VM: run the step again.
+            triggers=[vm.domain.id],
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=depends_on, deleted_with=vm.domain
+            ),
+        )
+
+
+def _user_data(node: Node, topology: Topology, secrets: pulumi.Output[Secrets]) -> pulumi.Output[str]:
+    """The node's cloud-config, rendered only inside a secret Output (it holds passwords)."""
+
+    def render(values: Secrets) -> str:
+        return roles.user_data(node, topology, values)
+
+    return pulumi.Output.secret(secrets.apply(render))

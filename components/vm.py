@@ -1,0 +1,135 @@
+"""Vm: one node as a libvirt domain on its host.
+
+Root volume (copy-on-write over the host's base image), a cloud-init disk (user-data from the
+role, network-config with the node's static IP, meta-data with its hostname) and the domain on
+the bridge. Every resource uses the provider of the node's host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_libvirt as libvirt
+from ruamel.yaml import YAML
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+from components.host import HypervisorHost
+from components.topology import Network, Node, Size
+
+TYPE_TOKEN = "mac:index:Vm"
+GIB = 1024**3
+INTERFACE = "eth0"
+# QEMU's OUI; the rest is derived from the node name so a moved node keeps its MAC.
+MAC_PREFIX = "52:54:00"
+
+
+def mac_address(node_name: str) -> str:
+    """A stable MAC for `node_name`: same name, same MAC, on whichever host the node runs."""
+    digest = hashlib.sha256(node_name.encode()).digest()
+    return ":".join([MAC_PREFIX, *(f"{b:02x}" for b in digest[:3])])
+
+
+def _yaml_text(data: dict[str, Any]) -> str:
+    yaml = YAML(typ="rt")  # keeps key order, so the file reads top to bottom
+    buffer = io.StringIO()
+    yaml.dump(data, buffer)
+    return buffer.getvalue()
+
+
+def network_config(node: Node, network: Network) -> str:
+    """Netplan v2 network-config: static IP, default route and DNS on the NIC with our MAC."""
+    ethernet: dict[str, Any] = {
+        # Quoted: cloud-init reads YAML 1.1, where 52:54:00:12:34:56 is a base-60 integer.
+        "match": {"macaddress": DoubleQuotedScalarString(mac_address(node.name))},
+        "set-name": INTERFACE,
+        "dhcp4": False,
+        "addresses": [f"{node.ip}/{network.prefix_len}"],
+        "routes": [{"to": "default", "via": network.gateway}],
+    }
+    if network.dns:
+        ethernet["nameservers"] = {"addresses": list(network.dns)}
+    return _yaml_text({"version": 2, "ethernets": {INTERFACE: ethernet}})
+
+
+def meta_data(node: Node, cluster_name: str) -> str:
+    """cloud-init meta-data. The instance-id is per node: cloud-init runs once per fresh disk."""
+    return _yaml_text({"instance-id": f"{cluster_name}-{node.name}", "local-hostname": node.name})
+
+
+@dataclass(frozen=True)
+class VmArgs:
+    node: Node
+    size: Size
+    network: Network
+    host: HypervisorHost
+    user_data: pulumi.Input[str]  # the role's #cloud-config; a secret Output when it holds secrets
+    cluster_name: str = "mac"
+
+
+class Vm(pulumi.ComponentResource):
+    """Root volume + cloud-init disk + domain of one node, all on the node's host."""
+
+    root_volume: libvirt.Volume
+    cloud_init: libvirt.CloudInitDisk
+    domain: libvirt.Domain
+
+    def __init__(self, name: str, args: VmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        node = args.node
+        self.node = node
+        # Names inside libvirt are fixed per node, so a replacement must delete the old object
+        # first; it also keeps two VMs with one IP from ever running at once during a move.
+        on_host = pulumi.ResourceOptions(
+            parent=self, provider=args.host.provider, delete_before_replace=True
+        )
+        pool = args.host.pool.name
+        self.root_volume = libvirt.Volume(
+            f"{name}-root",
+            name=f"{node.name}-root.qcow2",
+            pool=pool,
+            base_volume_id=args.host.base_image.id,
+            size=args.size.disk_gib * GIB,
+            format="qcow2",
+            opts=on_host,
+        )
+        self.cloud_init = libvirt.CloudInitDisk(
+            f"{name}-cloud-init",
+            name=f"{node.name}-cloud-init.iso",
+            pool=pool,
+            user_data=args.user_data,
+            network_config=network_config(node, args.network),
+            meta_data=meta_data(node, args.cluster_name),
+            opts=on_host,
+        )
+        self.domain = libvirt.Domain(
+            f"{name}-domain",
+            name=node.name,
+            vcpu=args.size.vcpu,
+            memory=args.size.memory_mib,
+            # A host that comes back must not resurrect a VM that now runs elsewhere.
+            autostart=False,
+            qemu_agent=True,
+            cloudinit=self.cloud_init.id,
+            disks=[libvirt.DomainDiskArgs(volume_id=self.root_volume.id)],
+            network_interfaces=[
+                libvirt.DomainNetworkInterfaceArgs(
+                    bridge=args.network.bridge,
+                    mac=mac_address(node.name),
+                    hostname=node.name,
+                    # Static IP from cloud-init: there is no DHCP lease to wait for.
+                    wait_for_lease=False,
+                )
+            ],
+            # Cloud images log to the serial console; without one some hang at boot.
+            consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
+            opts=on_host,
+        )
+        self.register_outputs({
+            "ip": node.ip,
+            "host": node.host,
+            "domain_id": self.domain.id,
+        })
