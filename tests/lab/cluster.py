@@ -1,0 +1,237 @@
+"""The lab cluster: a stack's topology run for real in namespaces, plus failure injection."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from components.roles import Secrets, mysql
+from components.stack_file import load_topology, stack_path
+from components.topology import HEALTH_ENDPOINTS, LB_HTTP_PORT, Node, Role, Topology
+from tests.lab import daemons, netns
+from tests.lab.daemons import NodeDirs
+from tests.lab.netns import LabError
+from tests.lab.state import NS_PREFIX, REPO, LabState, lab_dir, start_ticks
+
+LAB_SECRETS = Secrets(db_root_password="lab-root-pw", db_app_password="lab-app-pw")
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node: str
+    host: str
+    ip: str
+    health_url: str
+    status: int | None
+
+
+def ns_of(name: str) -> str:
+    return f"{NS_PREFIX}{name}"
+
+
+def mgmt_ns(host: str) -> str:
+    return f"{NS_PREFIX}h-{host}"
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    try:
+        return httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> float:
+    """Poll `check` until true; returns the seconds it took. LabError on timeout."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout_s:
+            raise LabError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)
+    return time.monotonic() - start
+
+
+class Lab:
+    """One topology on this machine. `up()` builds it, `down()` (or `teardown()`) removes it."""
+
+    def __init__(self, topology: Topology, directory: Path | None = None,
+                 secrets: Secrets = LAB_SECRETS) -> None:
+        self.topology = topology
+        self.dir = directory or lab_dir()
+        self.secrets = secrets
+        self.state = LabState.load(self.dir)
+
+    @classmethod
+    def from_stack(cls, stack: str, directory: Path | None = None) -> Lab:
+        return cls(load_topology(stack_path(REPO, stack)), directory)
+
+    # ---- names -------------------------------------------------------------------------------
+
+    def node(self, name: str) -> Node:
+        return self.topology.nodes[name]
+
+    def dirs(self, name: str) -> NodeDirs:
+        return NodeDirs(self.dir / "nodes" / name)
+
+    @property
+    def lb(self) -> Node:
+        return self.topology.nodes_of(Role.LB)[0]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.lb.ip}:{LB_HTTP_PORT}"
+
+    # ---- bring up ----------------------------------------------------------------------------
+
+    def up(self, timeout_s: float = 120) -> float:
+        """Network, then DB nodes one by one, schema, garbd, web, HAProxy; waits for health."""
+        start = time.monotonic()
+        down(self.dir)  # leftovers of an earlier run (crash) first
+        self.state = LabState.load(self.dir)
+        net = self.topology.network
+        self.state.bridge = net.bridge
+        self.state.save()
+        netns.create_bridge(net.bridge, net.gateway, net.prefix_len)
+        names = {n.name: n.ip for n in self.topology.nodes.values()}
+        names |= {h.name: h.address for h in self.topology.hosts.values()}
+        for host in self.topology.hosts.values():
+            self._namespace(mgmt_ns(host.name), f"h-{host.name}", host.address, names)
+        for node in self.topology.nodes.values():
+            self._namespace(ns_of(node.name), node.name, node.ip, names)
+        for node in self.topology.nodes_of(Role.MYSQL):
+            self.start_node(node.name)
+        first = self.topology.nodes_of(Role.MYSQL)[0]
+        daemons.sql(ns_of(first.name), self.dirs(first.name), "",
+                    stdin=mysql.app_schema_sql(self.secrets.db_app_password,
+                                               self.secrets.db_root_password))
+        for node in [*self.topology.nodes_of(Role.LB), *self.topology.nodes_of(Role.WEB)]:
+            self.start_node(node.name)
+        self.wait_healthy(timeout_s)
+        return time.monotonic() - start
+
+    def _namespace(self, ns: str, short: str, ip: str, names: dict[str, str]) -> None:
+        net = self.topology.network
+        self.state.add("namespaces", ns)
+        self.state.add("veths", netns.veth_name(short))
+        self.state.add("etc_netns", ns)
+        netns.write_etc(ns, names)
+        netns.create_namespace(ns, netns.veth_name(short), ip, net.prefix_len, net.bridge, net.gateway)
+
+    def start_node(self, name: str) -> None:
+        """Start a node's daemons (again): a DB node joins through mac-galera-start."""
+        node, ns, dirs = self.node(name), ns_of(name), self.dirs(name)
+        if node.role is Role.MYSQL:
+            cnf = daemons.prepare_mysql(node, self.topology, dirs)
+            daemons.start_clustercheck(self.state, ns, node, dirs)
+            daemons.start_galera(self.state, ns, node, self.topology, dirs, cnf)
+        elif node.role is Role.WEB:
+            daemons.start_web(self.state, ns, node, self.topology, dirs, self.secrets.db_app_password)
+        else:
+            daemons.start_garbd(self.state, ns, node, self.topology, dirs)
+            daemons.start_haproxy(self.state, ns, node, self.topology, dirs)
+
+    def wait_healthy(self, timeout_s: float = 60) -> float:
+        return wait_for("every node's health endpoint to answer 200",
+                        lambda: all(s.status == 200 for s in self.status()), timeout_s, 0.2)
+
+    def wait_node_healthy(self, name: str, timeout_s: float = 60) -> float:
+        url = self.topology.health_url(self.node(name))
+        return wait_for(f"{url} to answer 200", lambda: http_status(url, 1.0) == 200, timeout_s, 0.05)
+
+    # ---- look ----------------------------------------------------------------------------------
+
+    def status(self) -> list[NodeStatus]:
+        rows = []
+        for node in self.topology.nodes.values():
+            url = self.topology.health_url(node)
+            rows.append(NodeStatus(node.name, node.host, node.ip, url, http_status(url)))
+        return rows
+
+    def wsrep(self, name: str) -> dict[str, str]:
+        out = daemons.sql(ns_of(name), self.dirs(name), "SHOW GLOBAL STATUS LIKE 'wsrep_%'")
+        return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+
+    def sql(self, name: str, query: str) -> str:
+        return daemons.sql(ns_of(name), self.dirs(name), query)
+
+    # ---- break things --------------------------------------------------------------------------
+
+    def kill_node(self, name: str) -> list[int]:
+        """SIGKILL every process of the node: its recorded process groups, then anything left."""
+        killed = []
+        for proc in self.state.procs:
+            if proc.node == name and start_ticks(proc.pid) == proc.start_ticks:
+                try:
+                    os.killpg(proc.pgid, signal.SIGKILL)
+                    killed.append(proc.pid)
+                except ProcessLookupError:
+                    pass
+        killed += netns.kill_namespace_processes(ns_of(name))
+        daemons.reap()
+        return killed
+
+    def cut_link(self, name: str) -> None:
+        netns.set_link(netns.veth_name(name), up=False)
+
+    def restore_link(self, name: str) -> None:
+        netns.set_link(netns.veth_name(name), up=True)
+
+    def kill_host(self, host: str) -> list[str]:
+        """The host dies: its nodes' processes and links, and its management address."""
+        victims = [n.name for n in self.topology.nodes.values() if n.host == host]
+        for name in victims:
+            self.kill_node(name)
+            self.cut_link(name)
+        netns.set_link(netns.veth_name(f"h-{host}"), up=False)
+        return victims
+
+    def revive_host(self, host: str) -> None:
+        netns.set_link(netns.veth_name(f"h-{host}"), up=True)
+        for node in self.topology.nodes.values():
+            if node.host == host:
+                self.restore_link(node.name)
+
+    def netem(self, name: str, delay_ms: float = 0, loss_pct: float = 0) -> None:
+        netns.netem(ns_of(name), delay_ms, loss_pct)
+
+    def clear_netem(self, name: str) -> None:
+        netns.clear_netem(ns_of(name))
+
+    def teardown(self) -> None:
+        down(self.dir)
+
+
+def down(directory: Path | None = None) -> list[str]:
+    """Remove everything a lab created (from its state file, plus stray `maclab-` namespaces)."""
+    directory = directory or lab_dir()
+    state = LabState.load(directory)
+    done = []
+    for proc in state.procs:
+        if start_ticks(proc.pid) == proc.start_ticks:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pgid, signal.SIGKILL)
+    for ns in sorted({*state.namespaces, *(n for n in netns.namespaces() if n.startswith(NS_PREFIX))}):
+        netns.delete_namespace(ns)
+        done.append(f"namespace {ns}")
+    for ns in state.etc_netns:
+        shutil.rmtree(netns.ETC_NETNS / ns, ignore_errors=True)
+    for veth in state.veths:
+        netns.delete_link(veth)
+    if state.bridge:
+        netns.delete_link(state.bridge)
+        done.append(f"bridge {state.bridge}")
+    daemons.reap()
+    if directory.exists():
+        shutil.rmtree(directory)
+        done.append(f"directory {directory}")
+    return done
+
+
+__all__ = ["HEALTH_ENDPOINTS", "Lab", "LabError", "down", "wait_for"]

@@ -1,0 +1,173 @@
+"""Start each role's real daemons inside a node's namespace, with the configs the roles render.
+
+Only paths differ from a VM (every node gets its own directory); the config text comes from
+components/roles verbatim, and Galera starts through the same mac-galera-start script.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.roles import lb, mysql, web
+from components.roles.common import script_path
+from components.topology import Node, Role, Topology
+from tests.lab.netns import LabError, run
+from tests.lab.state import LabState, Proc, start_ticks
+
+
+@dataclass(frozen=True)
+class NodeDirs:
+    root: Path
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+
+def mysql_paths(dirs: NodeDirs) -> mysql.MysqlPaths:
+    return mysql.MysqlPaths(datadir=str(dirs.root / "data"), socket=str(dirs.run / "mysqld.sock"),
+                            pid_file=str(dirs.run / "mysqld.pid"), log_error=str(dirs.log / "error.log"),
+                            tmpdir=str(dirs.root / "tmp"), user="mysql")
+
+
+def apache_paths(dirs: NodeDirs) -> web.ApachePaths:
+    return web.ApachePaths(server_root=str(dirs.root), docroot=str(web.APP_SOURCE_DIR),
+                           runtime_dir=str(dirs.run), pid_file=str(dirs.run / "httpd.pid"),
+                           error_log=str(dirs.log / "error.log"),
+                           access_log=str(dirs.log / "access.log"),
+                           app_config=str(dirs.root / "app.json"))
+
+
+def haproxy_paths(dirs: NodeDirs) -> lb.HaproxyPaths:
+    return lb.HaproxyPaths(stats_socket=str(dirs.run / "admin.sock"), log_target="stdout",
+                           user=None, group=None)
+
+
+# Our children, kept so they can be waited for (and reaped once killed: no zombies).
+CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def spawn(state: LabState, ns: str, node: str, what: str, argv: list[str], log: Path) -> Proc:
+    """Run `argv` inside `ns` in its own session (so its process group can be killed whole)."""
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=out, stderr=out,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    CHILDREN[popen.pid] = popen
+    proc = Proc(popen.pid, popen.pid, start_ticks(popen.pid) or 0, node, what)
+    state.add_proc(proc)
+    return proc
+
+
+def reap() -> None:
+    for pid, popen in list(CHILDREN.items()):
+        if popen.poll() is not None:
+            del CHILDREN[pid]
+
+
+def _chown_mysql(*paths: Path) -> None:
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+        shutil.chown(path, "mysql", "mysql")
+
+
+# ---- mysql ----------------------------------------------------------------------------------
+
+def prepare_mysql(node: Node, topology: Topology, dirs: NodeDirs) -> Path:
+    """Config + an initialised datadir (once); returns the config path."""
+    paths = mysql_paths(dirs)
+    dirs.root.mkdir(parents=True, exist_ok=True)
+    _chown_mysql(dirs.log, dirs.run, Path(paths.tmpdir))
+    cnf = dirs.root / "my.cnf"
+    db_ips = [n.ip for n in topology.nodes_of(Role.MYSQL)]
+    cnf.write_text(mysql.render_galera_cnf(node.name, node.ip, db_ips, topology.cluster_name, paths))
+    datadir = Path(paths.datadir)
+    if not (datadir / "mysql").exists():
+        _chown_mysql(datadir)
+        run(["mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={datadir}",
+             "--skip-test-db", "--auth-root-authentication-method=socket"], timeout=120)
+    return cnf
+
+
+def start_clustercheck(state: LabState, ns: str, node: Node, dirs: NodeDirs) -> Proc:
+    argv = mysql.clustercheck_argv(str(script_path("clustercheck.py")), node.ip,
+                                   mysql_paths(dirs).socket)
+    return spawn(state, ns, node.name, "clustercheck", argv, dirs.log / "clustercheck.log")
+
+
+def start_galera(state: LabState, ns: str, node: Node, topology: Topology, dirs: NodeDirs,
+                 cnf: Path, timeout_s: float = 180) -> None:
+    """Run mac-galera-start in the namespace; it joins or bootstraps and waits for Synced.
+
+    mariadbd is started in the background by the script's start command and stays in the
+    script's process group, which the state records.
+    """
+    log = shlex.quote(str(dirs.log / "mariadbd.log"))
+    mariadbd = f"mariadbd --defaults-file={shlex.quote(str(cnf))}"
+    argv = mysql.galera_start_argv(
+        str(script_path("galera_start.py")), node, topology, mysql_paths(dirs).datadir,
+        start_cmd=f"{mariadbd} >>{log} 2>&1 &",
+        bootstrap_cmd=f"{mariadbd} --wsrep-new-cluster >>{log} 2>&1 &")
+    argv += ["--wait", str(timeout_s)]
+    proc = spawn(state, ns, node.name, "galera-start", argv, dirs.log / "galera-start.log")
+    try:
+        code = CHILDREN[proc.pid].wait(timeout_s + 10)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"mac-galera-start on {node.name} did not finish in {timeout_s} s") from None
+    if code != 0:
+        tail = (dirs.log / "galera-start.log").read_text()[-800:]
+        raise LabError(f"mac-galera-start on {node.name} exited {code}:\n{tail}")
+
+
+def sql(ns: str, dirs: NodeDirs, query: str, stdin: str | None = None,
+        timeout: float = 20) -> str:
+    argv = ["ip", "netns", "exec", ns, "mariadb", "--no-defaults", "-uroot",
+            f"--socket={mysql_paths(dirs).socket}", "-N", "-B"]
+    if stdin is None:
+        argv += ["-e", query]
+    return run(argv, input=stdin, timeout=timeout).stdout
+
+
+# ---- web ------------------------------------------------------------------------------------
+
+def start_web(state: LabState, ns: str, node: Node, topology: Topology, dirs: NodeDirs,
+              app_password: str) -> Proc:
+    paths = apache_paths(dirs)
+    for d in (dirs.root, dirs.log, dirs.run):
+        d.mkdir(parents=True, exist_ok=True)
+    config = Path(paths.app_config)
+    config.write_text(web.render_app_config(node.name, web.db_hosts(topology), app_password))
+    shutil.chown(config, "root", paths.group)
+    config.chmod(0o640)
+    conf = dirs.root / "httpd.conf"
+    conf.write_text(web.render_apache_conf(node.name, node.ip, paths))
+    # -D FOREGROUND instead of the VM's `-k start`: same config, but the parent stays our child.
+    return spawn(state, ns, node.name, "apache2",
+                 ["apache2", "-f", str(conf), "-D", "FOREGROUND"], dirs.log / "apache2.out")
+
+
+# ---- lb -------------------------------------------------------------------------------------
+
+def start_haproxy(state: LabState, ns: str, node: Node, topology: Topology, dirs: NodeDirs) -> Proc:
+    for d in (dirs.root, dirs.log, dirs.run):
+        d.mkdir(parents=True, exist_ok=True)
+    cfg = dirs.root / "haproxy.cfg"
+    cfg.write_text(lb.render_haproxy_cfg(node.name, node.ip, lb.backends(topology, Role.WEB),
+                                         lb.backends(topology, Role.MYSQL), haproxy_paths(dirs)))
+    run(["haproxy", "-c", "-q", "-f", str(cfg)])
+    return spawn(state, ns, node.name, "haproxy", ["haproxy", "-db", "-f", str(cfg)],
+                 dirs.log / "haproxy.log")
+
+
+def start_garbd(state: LabState, ns: str, node: Node, topology: Topology, dirs: NodeDirs) -> Proc:
+    dirs.log.mkdir(parents=True, exist_ok=True)
+    argv = lb.garbd_argv(node.name, node.ip, [n.ip for n in topology.nodes_of(Role.MYSQL)],
+                         topology.cluster_name)
+    return spawn(state, ns, node.name, "garbd", argv, dirs.log / "garbd.log")

@@ -1,0 +1,149 @@
+"""Open-loop HTTP load at a fixed rate, with per-request outcomes for the drills and the bench.
+
+Request i is due at start + i/rate; a bounded pool of worker threads (each with its own
+keep-alive client) sends them. Every request carries a unique token, so the app's write is
+idempotent and the drills can check that each acknowledged write is on every DB node.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Outcome:
+    index: int
+    token: str
+    sent: float  # monotonic seconds
+    done: float
+    status: int | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+@dataclass
+class LoadReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    started: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def acknowledged_tokens(self) -> set[str]:
+        return {o.token for o in self.outcomes if o.ok}
+
+    def longest_stall_s(self) -> float:
+        """The longest time without any successful response (across all workers)."""
+        done = sorted(o.done for o in self.outcomes if o.ok)
+        if len(done) < 2:
+            return float("inf") if self.outcomes else 0.0
+        return max(b - a for a, b in itertools.pairwise(done))
+
+    def latency_ms(self, quantile: float) -> float:
+        values = sorted((o.done - o.sent) * 1000 for o in self.outcomes if o.ok)
+        if not values:
+            return float("nan")
+        if len(values) == 1:
+            return values[0]
+        return statistics.quantiles(values, n=100, method="inclusive")[int(quantile * 100) - 1]
+
+    def summary(self) -> dict[str, float | int]:
+        return {"requests": self.requests, "failed": len(self.failed),
+                "longest_stall_s": round(self.longest_stall_s(), 3),
+                "p50_ms": round(self.latency_ms(0.50), 2), "p99_ms": round(self.latency_ms(0.99), 2)}
+
+
+class Load:
+    """`with Load(url, rate, duration) as load: ...; report = load.report()`."""
+
+    def __init__(self, base_url: str, rate: float, duration_s: float, workers: int = 48,
+                 path: str = "/index.php", timeout_s: float = 15.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.rate = rate
+        self.total = int(rate * duration_s)
+        self.workers = workers
+        self.path = path
+        self.timeout_s = timeout_s
+        self.run_id = uuid.uuid4().hex[:8]
+        self._next = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._report = LoadReport()
+
+    def __enter__(self) -> Load:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self._stop.set()
+        self.join()
+
+    def start(self) -> None:
+        self._report.started = time.monotonic() + 0.05
+        for _ in range(self.workers):
+            thread = threading.Thread(target=self._work, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._report.started
+
+    def join(self) -> LoadReport:
+        deadline = time.monotonic() + self.total / self.rate + self.timeout_s + 10
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._stop.set()
+        return self.report()
+
+    def report(self) -> LoadReport:
+        with self._lock:
+            return LoadReport(sorted(self._report.outcomes, key=lambda o: o.index),
+                              self._report.started)
+
+    def _claim(self) -> int | None:
+        with self._lock:
+            if self._next >= self.total or self._stop.is_set():
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def _work(self) -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        with httpx.Client(timeout=self.timeout_s, limits=limits) as client:
+            while (index := self._claim()) is not None:
+                due = self._report.started + index / self.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                token = f"{self.run_id}-{index}"
+                sent = time.monotonic()
+                status: int | None = None
+                error = None
+                try:
+                    response = client.get(f"{self.base_url}{self.path}", params={"token": token})
+                    status = response.status_code
+                    if status == 200 and response.json().get("token") != token:
+                        status, error = None, "response for another token"
+                except (httpx.HTTPError, ValueError) as err:
+                    error = f"{type(err).__name__}: {err}"
+                outcome = Outcome(index, token, sent, time.monotonic(), status, error)
+                with self._lock:
+                    self._report.outcomes.append(outcome)
