@@ -1,0 +1,143 @@
+"""Detection: turn a stream of probe results into failed targets, then into what failed.
+
+Pure: the clock is whatever time the caller stamps on each observation, so tests drive it exactly.
+A target is failed after `fail_threshold` consecutive failures spanning at least `fail_after_s`,
+and healthy again after `recover_threshold` consecutive successes (hysteresis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from components.topology import Topology, WatchdogSettings
+from watchdog.probe import Kind, ProbeResult, target_key
+
+
+class State(StrEnum):
+    UNKNOWN = "unknown"  # never probed
+    HEALTHY = "healthy"
+    SUSPECT = "suspect"  # failing, not yet for long enough
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the detector knows about one target."""
+
+    state: State = State.UNKNOWN
+    failures: int = 0  # consecutive failed probes
+    first_failure_at: float | None = None
+    successes: int = 0  # consecutive good probes
+    last_ok: bool | None = None
+    last_error: str | None = None
+    latency_s: float | None = None
+    changed_at: float | None = None  # when `state` last changed
+
+
+def step(health: Health, ok: bool, now: float, settings: WatchdogSettings,
+         error: str | None = None, latency_s: float | None = None) -> Health:
+    """The next health of a target after one probe result observed at `now`."""
+    h = replace(health, last_ok=ok, last_error=None if ok else error, latency_s=latency_s)
+    if ok:
+        h = replace(h, failures=0, first_failure_at=None, successes=h.successes + 1)
+        if h.state is State.FAILED and h.successes < settings.recover_threshold:
+            return h
+        return _to(h, State.HEALTHY, now)
+    first = h.first_failure_at if h.first_failure_at is not None else now
+    h = replace(h, failures=h.failures + 1, first_failure_at=first, successes=0)
+    if h.state is State.FAILED:
+        return h
+    if h.failures >= settings.fail_threshold and now - first >= settings.fail_after_s:
+        return _to(h, State.FAILED, now)
+    return _to(h, State.SUSPECT, now)
+
+
+def _to(h: Health, state: State, now: float) -> Health:
+    return h if h.state is state else replace(h, state=state, changed_at=now)
+
+
+class Detector:
+    """The health of every target, updated from probe results (the one mutable piece here)."""
+
+    def __init__(self, settings: WatchdogSettings) -> None:
+        self.settings = settings
+        self.health: dict[str, Health] = {}
+
+    def observe(self, results: Iterable[ProbeResult]) -> list[str]:
+        """Feed results; the keys whose state changed."""
+        changed = []
+        for r in results:
+            old = self.health.get(r.key, Health())
+            new = step(old, r.ok, r.at, self.settings, r.error, r.latency_s)
+            self.health[r.key] = new
+            if new.state is not old.state:
+                changed.append(r.key)
+        return changed
+
+    def forget_except(self, keys: Iterable[str]) -> None:
+        """Drop targets that are no longer in the topology (after a failover, say)."""
+        keep = set(keys)
+        for key in [k for k in self.health if k not in keep]:
+            del self.health[key]
+
+
+@dataclass(frozen=True)
+class Failures:
+    """What failed, as the planner needs it."""
+
+    hosts: tuple[str, ...] = ()  # host unreachable and every node on it failed (or it has none)
+    nodes: tuple[str, ...] = ()  # node failed on a reachable host
+    isolated: bool = False  # too much failing at once: suspect our own network
+    failing: int = 0  # targets whose last probe failed
+    total: int = 0
+    notes: tuple[str, ...] = ()  # failures we deliberately do not act on, and why
+
+    @property
+    def empty(self) -> bool:
+        return not (self.hosts or self.nodes or self.isolated)
+
+
+def classify(topology: Topology, health: Mapping[str, Health],
+             settings: WatchdogSettings | None = None) -> Failures:
+    """Decide what failed: host failure, node failure, or our own isolation."""
+    settings = settings or topology.watchdog
+    host_keys = {h: target_key(Kind.HOST, h) for h in topology.live_hosts}
+    node_keys = {n: target_key(Kind.NODE, n) for n in topology.nodes}
+    known = [k for k in (*host_keys.values(), *node_keys.values()) if k in health]
+    failing = sum(1 for k in known if health[k].last_ok is False or health[k].state is State.FAILED)
+    total = len(known)
+    if total and failing / total > settings.max_unhealthy_share:
+        return Failures(isolated=True, failing=failing, total=total, notes=(
+            f"{failing} of {total} targets failing (more than {settings.max_unhealthy_share:.0%}): "
+            "suspecting the watchdog's own network; acting on nothing",))
+
+    def failed(key: str) -> bool:
+        return key in health and health[key].state is State.FAILED
+
+    hosts: list[str] = []
+    notes: list[str] = []
+    for host, key in host_keys.items():
+        if not failed(key):
+            continue
+        on_it = topology.nodes_on(host)
+        alive = [n.name for n in on_it if not failed(node_keys[n.name])]
+        if alive:
+            notes.append(f"host {host} is unreachable but {', '.join(sorted(alive))} still answer: "
+                         "management network trouble? not acting on it")
+        else:
+            hosts.append(host)
+    nodes: list[str] = []
+    for name, key in node_keys.items():
+        if not failed(key):
+            continue
+        host = topology.nodes[name].host
+        if host in hosts:
+            continue
+        if failed(host_keys.get(host, "")):
+            notes.append(f"node {name} failed and its host {host} is unreachable while other nodes "
+                         "on it answer: not acting on it")
+            continue
+        nodes.append(name)
+    return Failures(tuple(sorted(hosts)), tuple(sorted(nodes)), False, failing, total, tuple(notes))

@@ -1,0 +1,158 @@
+"""The remediation journal: JSONL in the state dir, one line per step before and after it runs.
+
+A restarted watchdog reads it to resume an unfinished remediation at its next step (never
+repeating a finished one) and to know its history (cooldown, hourly budget, replace attempts).
+Each line is flushed and fsynced before the step it announces runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.topology import parse_topology, to_config
+from watchdog.errors import JournalError
+from watchdog.plan import Action, History, Move, Plan, Remediation, Step
+
+JOURNAL_FILE = "journal.jsonl"
+# Test hook: "STEP:STATUS" (e.g. "write_config:done") makes the process SIGKILL itself right after
+# journaling that entry, to prove a restart resumes at the next step.
+KILL_AFTER_ENV = "MAC_WATCHDOG_TEST_KILL_AFTER"
+
+STARTED, DONE, FAILED = "started", "done", "failed"
+
+
+def plan_record(p: Plan) -> dict[str, Any]:
+    """Everything needed to carry on with `p` after a restart (the stack's topology included)."""
+    return {**p.to_json(), "prune": list(p.prune), "verify": list(p.verify),
+            "config": to_config(p.topology)}
+
+
+def plan_from_record(record: dict[str, Any]) -> Plan:
+    try:
+        return Plan(
+            action=Action(record["action"]), reason=record["reason"],
+            topology=parse_topology(record["config"]),
+            moves=tuple(Move(m["node"], m["from"], m["to"]) for m in record["moves"]),
+            fence=tuple(record["fence"]), prune=tuple(record["prune"]),
+            replace=tuple(record["replace"]), verify=tuple(record["verify"]),
+            steps=tuple(Step(s) for s in record["steps"]), notes=tuple(record.get("notes", ())))
+    except (KeyError, TypeError, ValueError) as err:
+        raise JournalError(f"the journal holds a plan this watchdog cannot read ({err!r}); "
+                           "move the journal aside after checking the cluster by hand") from None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An unfinished remediation: its plan, which steps are done, and how often a step failed."""
+
+    id: str
+    plan: Plan
+    started_at: float
+    done: frozenset[Step]
+    failures: int
+    last_failure_at: float | None
+
+    @property
+    def next_step(self) -> Step | None:
+        return next((s for s in self.plan.steps if s not in self.done), None)
+
+
+class Journal:
+    def __init__(self, state_dir: str | Path, clock: Callable[[], float] = time.time) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / JOURNAL_FILE
+        self.clock = clock
+
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        entry = {"ts": round(self.clock(), 3), **record}
+        line = json.dumps(entry, separators=(",", ":"), sort_keys=False) + "\n"
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise JournalError(f"cannot write the journal {self.path}: {err.strerror}; "
+                               "check --state-dir") from None
+        kill_after = os.environ.get(KILL_AFTER_ENV)
+        if kill_after and kill_after == f"{record.get('step')}:{record.get('status')}":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return entry
+
+    def entries(self) -> list[dict[str, Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise JournalError(f"cannot read the journal {self.path}: {err.strerror}") from None
+        out = []
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                if i == len(lines) - 1:
+                    break  # a line torn by a crash mid-write: the step it announced never ran
+                raise JournalError(f"{self.path} line {i + 1} is not JSON; fix or move the journal "
+                                   "aside after checking the cluster by hand") from None
+        return out
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def begin(self, p: Plan, trigger: str) -> str:
+        rid = uuid.uuid4().hex[:12]
+        self.append({"event": "planned", "id": rid, "trigger": trigger, "plan": plan_record(p)})
+        return rid
+
+    def step(self, rid: str, step: Step, status: str, **detail: Any) -> None:
+        self.append({"event": "step", "id": rid, "step": step.value, "status": status, **detail})
+
+    def finish(self, rid: str, outcome: str, **detail: Any) -> None:
+        self.append({"event": "finished", "id": rid, "outcome": outcome, **detail})
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def pending(self) -> Pending | None:
+        """The last remediation that never finished, if any."""
+        entries = self.entries()
+        finished = {e["id"] for e in entries if e.get("event") == "finished"}
+        planned = [e for e in entries if e.get("event") == "planned" and e["id"] not in finished]
+        if not planned:
+            return None
+        last = planned[-1]
+        steps = [e for e in entries if e.get("event") == "step" and e["id"] == last["id"]]
+        done = frozenset(Step(e["step"]) for e in steps if e["status"] == DONE)
+        failed = [e for e in steps if e["status"] == FAILED]
+        return Pending(last["id"], plan_from_record(last["plan"]), last["ts"], done, len(failed),
+                       failed[-1]["ts"] if failed else None)
+
+    def unfinished_older(self) -> list[str]:
+        """Ids of unfinished remediations other than the last one (superseded; for the log)."""
+        entries = self.entries()
+        finished = {e["id"] for e in entries if e.get("event") == "finished"}
+        planned = [e["id"] for e in entries if e.get("event") == "planned" and e["id"] not in finished]
+        return planned[:-1]
+
+    def history(self) -> History:
+        items = []
+        for e in self.entries():
+            if e.get("event") != "planned":
+                continue
+            p = e["plan"]
+            moved = tuple(m["node"] for m in p.get("moves", ()))
+            hosts = tuple(sorted({m["from"] for m in p.get("moves", ())} | set(p.get("fence", ()))))
+            items.append(Remediation(e["ts"], Action(p["action"]), hosts,
+                                     tuple(p.get("replace", ())) + moved, moved))
+        return History(tuple(items))

@@ -1,0 +1,176 @@
+"""Probes: is each node's health endpoint answering 200, is each host's SSH port open?
+
+Async, bounded concurrency, one timeout per probe that covers connect, headers and body. Nothing
+here blocks the event loop. HTTP goes through `watchdog.http1` (one keep-alive connection per
+target) by default, or through httpx with `backend="httpx"`; see http1.py for why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+import httpx
+
+from components.topology import SSH_PORT, Node, Topology
+from watchdog.http1 import Connection, HttpError
+
+DEFAULT_CONCURRENCY = 64
+Backend = Literal["native", "httpx"]
+Clock = Callable[[], float]
+
+
+class Kind(StrEnum):
+    HOST = "host"
+    NODE = "node"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing to probe: a node's health URL or a host's management address."""
+
+    kind: Kind
+    name: str
+    address: str  # a URL for a node, HOST:PORT for a host
+    role: str = ""  # the node's role; "host" for hosts
+
+    @property
+    def key(self) -> str:
+        return target_key(self.kind, self.name)
+
+
+def target_key(kind: Kind | str, name: str) -> str:
+    return f"{kind}:{name}"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    key: str
+    ok: bool
+    latency_s: float
+    error: str | None
+    at: float  # clock reading when the probe finished
+
+
+def targets(
+    topology: Topology,
+    url_for: Callable[[Node], str] | None = None,
+    ssh_port: int = SSH_PORT,
+) -> list[Target]:
+    """Every node, and every host the program manages (active hosts and spares, not failed ones)."""
+    url = url_for or topology.health_url
+    found = [Target(Kind.HOST, name, f"{topology.hosts[name].address}:{ssh_port}", "host")
+             for name in topology.live_hosts]
+    found += [Target(Kind.NODE, node.name, url(node), node.role.value)
+              for node in sorted(topology.nodes.values(), key=lambda n: n.name)]
+    return found
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip()
+    if isinstance(err, ConnectionRefusedError) or (
+            isinstance(err, httpx.ConnectError) and "all connection attempts failed" in text.lower()):
+        return "connection refused"
+    if isinstance(err, HttpError):
+        return text
+    name = type(err).__name__
+    return f"{name}: {text}" if text else name
+
+
+class Prober:
+    """Runs probes with at most `concurrency` in flight and `timeout_s` for each one.
+
+    Use as `async with Prober(...) as prober:`; the HTTP client (and its keep-alive pool) lives as
+    long as the block.
+    """
+
+    def __init__(self, timeout_s: float, concurrency: int = DEFAULT_CONCURRENCY,
+                 clock: Clock = time.monotonic, backend: Backend = "native") -> None:
+        if timeout_s <= 0 or concurrency < 1:
+            raise ValueError("timeout_s must be > 0 and concurrency >= 1")
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.backend = backend
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._client: httpx.AsyncClient | None = None
+        self._connections: dict[str, Connection] = {}
+        self._concurrency = concurrency
+
+    async def __aenter__(self) -> Prober:
+        if self.backend == "httpx":
+            limits = httpx.Limits(max_connections=self._concurrency,
+                                  max_keepalive_connections=self._concurrency)
+            # trust_env=False: a proxy from the environment must never sit between us and a node.
+            self._client = httpx.AsyncClient(timeout=self.timeout_s, limits=limits, trust_env=False,
+                                             follow_redirects=False)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    async def probe_all(self, items: Iterable[Target]) -> list[ProbeResult]:
+        return list(await asyncio.gather(*(self.probe(t) for t in items)))
+
+    async def probe(self, target: Target) -> ProbeResult:
+        async with self._semaphore:
+            start = self.clock()
+            ok, error = False, None
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    if target.kind is Kind.HOST:
+                        await self._tcp(target.address)
+                        ok = True
+                    else:
+                        status = await self._http(target.key, target.address)
+                        ok = status == 200
+                        error = None if ok else f"HTTP {status}"
+            except TimeoutError:
+                error = f"timeout after {self.timeout_s:g} s"
+                self._drop(target.key)
+            except (httpx.HTTPError, HttpError, OSError, asyncio.IncompleteReadError) as err:
+                error = _describe(err)
+                self._drop(target.key)
+            end = self.clock()
+            return ProbeResult(target.key, ok, end - start, error, end)
+
+    async def _http(self, key: str, url: str) -> int:
+        if self.backend == "httpx":
+            if self._client is None:
+                raise RuntimeError("use Prober inside `async with`")
+            response = await self._client.get(url)  # reads the whole body: a cut-off body fails
+            return response.status_code
+        connection = self._connections.get(key)
+        if connection is None:
+            connection = self._connections[key] = Connection(url)
+        return await connection.get()
+
+    def _drop(self, key: str) -> None:
+        """Forget a connection left in an unknown state by an error or a timeout."""
+        connection = self._connections.pop(key, None)
+        if connection is not None:
+            connection.close()
+
+    @staticmethod
+    async def _tcp(address: str) -> None:
+        host, _, port = address.rpartition(":")
+        _reader, writer = await asyncio.open_connection(host, int(port))
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def probe_once(items: Sequence[Target], timeout_s: float,
+                     concurrency: int = DEFAULT_CONCURRENCY) -> list[ProbeResult]:
+    """One round of probes with fresh connections (for one-shot commands)."""
+    async with Prober(timeout_s, concurrency) as prober:
+        return await prober.probe_all(items)

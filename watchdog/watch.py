@@ -1,0 +1,210 @@
+"""The watchdog loop: probe every interval, detect, plan, and hand remediations to a worker thread.
+
+Probing never stops while a remediation runs (it runs in a thread; the loop only awaits), so the
+detector keeps an up-to-date view, and the verify step probes on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components.stack_file import load_topology, stack_path
+from components.topology import SSH_PORT, Node, Topology
+from watchdog.alert import Alerter
+from watchdog.deploy import Deployer
+from watchdog.detect import Detector, Health, classify
+from watchdog.errors import WatchdogError
+from watchdog.fence import DEFAULT_FENCE_TIMEOUT_S, fence
+from watchdog.journal import Journal
+from watchdog.plan import Action, Plan, plan
+from watchdog.probe import Kind, Prober, ProbeResult, target_key, targets
+from watchdog.remediate import Fencer, Outcome, Remediator, StateBackend, backoff_delay, describe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """Where a stack lives and how to reach things; shared by every command."""
+
+    project_dir: Path
+    stack: str
+    state_dir: Path
+    pulumi_root: Path | None = None
+    url_for: Callable[[Node], str] | None = None  # tests point probes at local servers
+    ssh_port: int = SSH_PORT
+    fencer: Fencer = fence
+    fence_timeout_s: float = DEFAULT_FENCE_TIMEOUT_S
+    backend: StateBackend | None = None
+    up_attempts: int = 3
+    backoff_s: float = 15.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
+    alerter: Alerter | None = None
+    journal: Journal = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.journal = Journal(self.state_dir, self.clock)
+
+    @property
+    def stack_file(self) -> Path:
+        return stack_path(self.project_dir, self.stack)
+
+    def topology(self) -> Topology:
+        return load_topology(self.stack_file)
+
+    def alerts(self, topology: Topology) -> Alerter:
+        if self.alerter is None:
+            self.alerter = Alerter(topology.watchdog.webhook_url, self.stack)
+        return self.alerter
+
+    def remediator(self, topology: Topology) -> Remediator:
+        backend = self.backend or Deployer(self.project_dir, self.stack, pulumi_root=self.pulumi_root)
+        return Remediator(stack_file=self.stack_file, state_dir=self.state_dir, backend=backend,
+                          journal=self.journal, alerter=self.alerts(topology), verifier=self.verify,
+                          fencer=self.fencer, fence_timeout_s=self.fence_timeout_s,
+                          up_attempts=self.up_attempts, backoff_s=self.backoff_s, sleep=self.sleep)
+
+    def verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
+        """Probe `nodes` until each answered healthy once; the ones that never did."""
+        return asyncio.run(self._verify(topology, nodes, timeout_s))
+
+    async def _verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
+        wanted = {target_key(Kind.NODE, n) for n in nodes}
+        items = [t for t in targets(topology, self.url_for, self.ssh_port) if t.key in wanted]
+        settings = topology.watchdog
+        deadline = time.monotonic() + timeout_s
+        async with Prober(settings.probe_timeout_s) as prober:
+            while items:
+                results = await prober.probe_all(items)
+                healthy = {r.key for r in results if r.ok}
+                items = [t for t in items if t.key not in healthy]
+                if not items or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(min(settings.interval_s, max(0.0, deadline - time.monotonic())))
+        return sorted(t.name for t in items)
+
+    async def probe_all(self, topology: Topology) -> list[ProbeResult]:
+        async with Prober(topology.watchdog.probe_timeout_s) as prober:
+            return await prober.probe_all(targets(topology, self.url_for, self.ssh_port))
+
+
+class Watchdog:
+    """The `run` loop for one stack."""
+
+    def __init__(self, ctx: Context, dry_run: bool = False) -> None:
+        self.ctx = ctx
+        self.dry_run = dry_run
+        self.topology = ctx.topology()
+        self.detector = Detector(self.topology.watchdog)
+        self._task: asyncio.Task[Outcome | None] | None = None
+        self._last_refusal: str | None = None
+        self._said: set[str] = set()
+        self.outcomes: list[Outcome] = []
+        self.errors: list[WatchdogError] = []
+        self.last_plan: Plan | None = None
+        # For the bench: called when a plan that changes something is handed to the worker.
+        self.on_remediation: Callable[[Plan], None] = lambda p: None
+
+    def rounds_for_once(self) -> int:
+        s = self.topology.watchdog
+        return s.fail_threshold + math.ceil(s.fail_after_s / s.interval_s) + 1
+
+    async def run(self, once: bool = False, max_rounds: int | None = None) -> int:
+        """Loop until cancelled (or, with `once`, for one detection window); the exit code."""
+        s = self.topology.watchdog
+        rounds = self.rounds_for_once() if once else max_rounds
+        done = 0
+        async with Prober(s.probe_timeout_s) as prober:
+            self._maybe_resume()
+            while rounds is None or done < rounds:
+                started = time.monotonic()
+                await self.tick(prober)
+                done += 1
+                if once and self.outcomes:
+                    break
+                await asyncio.sleep(max(0.0, s.interval_s - (time.monotonic() - started)))
+            if self._task is not None:
+                await self._finish_task()
+        unhealthy = [k for k, h in self.detector.health.items() if h.last_ok is False]
+        return 1 if unhealthy or self.errors else 0
+
+    async def tick(self, prober: Prober) -> None:
+        results = await prober.probe_all(targets(self.topology, self.ctx.url_for, self.ctx.ssh_port))
+        for key in self.detector.observe(results):
+            h = self.detector.health[key]
+            log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "")
+        if self._task is not None:
+            if not self._task.done():
+                return
+            await self._finish_task()
+        if self._maybe_resume():
+            return
+        failures = classify(self.topology, self.detector.health)
+        for note in failures.notes:
+            self._say(note)
+        if failures.empty:
+            self._last_refusal = None
+            return
+        p = plan(self.topology, failures, self.ctx.journal.history(), self.ctx.clock())
+        self.last_plan = p
+        self._handle(p)
+
+    def _say(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            log.warning("%s", message)
+
+    def _handle(self, p: Plan) -> None:
+        if p.action is Action.REFUSE:
+            if p.reason != self._last_refusal:
+                self._last_refusal = p.reason
+                self.ctx.alerts(self.topology).alert("refused", p.reason)
+            return
+        if not p.steps:
+            return
+        if self.dry_run:
+            self._say(f"dry-run: {p.reason}; would: " + "; ".join(describe(p)))
+            return
+        self.on_remediation(p)
+        remediator = self.ctx.remediator(self.topology)
+        self._task = asyncio.create_task(asyncio.to_thread(remediator.execute, p, "detected"))
+
+    def _maybe_resume(self) -> bool:
+        """Start resuming an unfinished remediation when its backoff has passed; True if one is open."""
+        if self.dry_run or self._task is not None:
+            return self._task is not None
+        pending = self.ctx.journal.pending()
+        if pending is None:
+            return False
+        if pending.last_failure_at is not None:
+            due = pending.last_failure_at + backoff_delay(pending.failures, self.ctx.backoff_s)
+            if self.ctx.clock() < due:
+                return True
+        remediator = self.ctx.remediator(self.topology)
+        self._task = asyncio.create_task(asyncio.to_thread(remediator.resume))
+        return True
+
+    async def _finish_task(self) -> None:
+        task, self._task = self._task, None
+        assert task is not None
+        try:
+            outcome = await task
+        except WatchdogError as err:
+            log.error("remediation stopped: %s", err)
+            self.errors.append(err)
+            outcome = None
+        # Whatever happened, the stack file is the truth now.
+        self.topology = self.ctx.topology()
+        keys = {t.key for t in targets(self.topology, self.ctx.url_for, self.ctx.ssh_port)}
+        self.detector.forget_except(keys)
+        if outcome is not None:
+            self.outcomes.append(outcome)
+            for node in (*outcome.plan.verify, *outcome.plan.replace):
+                self.detector.health[target_key(Kind.NODE, node)] = Health()
