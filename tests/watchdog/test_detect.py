@@ -1,0 +1,117 @@
+"""The detector with an injected clock: thresholds, hysteresis, classification."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from components.topology import Topology, WatchdogSettings
+from watchdog.detect import Detector, Health, State, classify, step
+from watchdog.probe import ProbeResult
+
+S = WatchdogSettings(interval_s=1.0, fail_threshold=3, fail_after_s=2.0, recover_threshold=3,
+                     max_unhealthy_share=0.5)
+
+
+def run(pattern: str, settings_: WatchdogSettings = S, interval: float = 1.0) -> list[State]:
+    """Feed probe outcomes ('.' ok, 'x' failed) one interval apart; the state after each."""
+    h, states = Health(), []
+    for i, c in enumerate(pattern):
+        h = step(h, c == ".", i * interval, settings_)
+        states.append(h.state)
+    return states
+
+
+H, U, F = State.HEALTHY, State.SUSPECT, State.FAILED
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("...", [H, H, H]),
+    ("xxx", [U, U, F]),  # 3 failures spanning 2 s
+    ("xx.xx", [U, U, H, U, U]),  # a success resets the count
+    ("xxxx", [U, U, F, F]),
+    ("xxx..", [U, U, F, F, F]),  # recovery needs 3 successes
+    ("xxx...", [U, U, F, F, F, H]),
+    ("xxx..x...", [U, U, F, F, F, F, F, F, H]),
+])
+def test_step_table(pattern: str, expected: list[State]) -> None:
+    assert run(pattern) == expected
+
+
+def test_failure_needs_the_time_span_too() -> None:
+    # 5 failures 0.1 s apart: the count is reached at once, the 2 s span never.
+    assert run("xxxxx", interval=0.1)[-1] is U
+    assert run("x" * 21, interval=0.1)[-1] is F  # 2.0 s after the first failure
+
+
+def test_detector_reports_changes_and_keeps_errors() -> None:
+    d = Detector(S)
+    changed = d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 0.0)])
+    assert changed == ["node:a"]
+    assert d.health["node:a"].last_error == "HTTP 503"
+    assert d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 1.0)]) == []
+    assert d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 2.0)]) == ["node:a"]
+    assert d.health["node:a"].state is F
+
+
+def _health(topology: Topology, failed: set[str], failing: set[str] = frozenset()) -> dict[str, Health]:
+    out = {}
+    keys = [f"host:{h}" for h in topology.live_hosts] + [f"node:{n}" for n in topology.nodes]
+    for k in keys:
+        if k in failed:
+            out[k] = Health(state=F, failures=3, last_ok=False)
+        elif k in failing:
+            out[k] = Health(state=U, failures=1, last_ok=False)
+        else:
+            out[k] = Health(state=H, last_ok=True)
+    return out
+
+
+def test_classify_host_failure(topology: Topology) -> None:
+    f = classify(topology, _health(topology, {"host:kvm1", "node:db1", "node:web1"}))
+    assert (f.hosts, f.nodes, f.isolated) == (("kvm1",), (), False)
+
+
+def test_classify_node_failure_on_reachable_host(topology: Topology) -> None:
+    f = classify(topology, _health(topology, {"node:web2"}))
+    assert (f.hosts, f.nodes) == ((), ("web2",))
+
+
+def test_classify_host_unreachable_but_nodes_answer_is_not_acted_on(topology: Topology) -> None:
+    f = classify(topology, _health(topology, {"host:kvm1", "node:db1"}))
+    assert f.empty
+    assert any("web1 still answer" in n for n in f.notes)
+
+
+def test_classify_failed_spare_is_a_host_failure(topology: Topology) -> None:
+    assert classify(topology, _health(topology, {"host:spare1"})).hosts == ("spare1",)
+
+
+def test_classify_isolation_when_more_than_the_share_fails(topology: Topology) -> None:
+    # 9 targets, share 0.5: 5 failing (confirmed or just failing) means "our network".
+    health = _health(topology, {"host:kvm1", "node:db1", "node:web1"}, {"host:kvm2", "node:db2"})
+    f = classify(topology, health)
+    assert f.isolated and not f.hosts and not f.nodes
+    assert "acting on nothing" in f.notes[0]
+    # 4 of 9 is not isolation
+    health = _health(topology, {"host:kvm1", "node:db1", "node:web1"}, {"node:db2"})
+    assert not classify(topology, health).isolated
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.booleans(), max_size=40), st.integers(1, 5), st.integers(1, 5),
+       st.floats(0, 5))
+def test_property_failed_only_after_n_failures_spanning_t(outcomes: list[bool], n: int, m: int,
+                                                          t: float) -> None:
+    s = WatchdogSettings(fail_threshold=n, recover_threshold=m, fail_after_s=t)
+    h = Health()
+    run_start: float | None = None
+    for i, ok in enumerate(outcomes):
+        before = h.state
+        h = step(h, ok, float(i), s)
+        run_start = None if ok else (run_start if run_start is not None else float(i))
+        if h.state is F and before is not F:
+            assert not ok and h.failures >= n and i - (run_start or 0) >= t
+        if before is F and h.state is H:
+            assert h.successes >= m
