@@ -1,0 +1,179 @@
+"""The `mac-watchdog` commands in-process: exit codes, one-line errors, JSON shapes.
+
+Commands that deploy use the STAND-IN pulumi (tests/watchdog/standin_pulumi.py), never a real one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from components.stack_file import load_topology, stack_path
+from tests.watchdog.conftest import Servers, StandIn
+from tests.watchdog.state_fixture import exported
+from watchdog.cli import app
+
+runner = CliRunner()
+
+
+def invoke(project: Path, *args: str, stack: str = "test", input: str | None = None):  # type: ignore[no-untyped-def]
+    common = ["--project-dir", str(project), "--state-dir", str(project / "state")]
+    if stack:
+        common += ["--stack", stack]
+    result = runner.invoke(app, [*args, *common], input=input)
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.mark.parametrize(("fail", "code", "action"), [
+    (["kvm1"], 0, "failover"),
+    (["web2"], 0, "replace"),
+    (["spare1"], 0, "none"),
+    (["kvm1", "kvm2"], 1, "refuse"),
+])
+def test_plan_exit_codes_and_json(project: Path, fail: list[str], code: int, action: str) -> None:
+    args = ["plan", "--json"] + [x for f in fail for x in ("--fail", f)]
+    result = invoke(project, *args)
+    assert result.exit_code == code
+    out = json.loads(result.stdout)
+    assert out["action"] == action
+    assert set(out) >= {"action", "reason", "moves", "topology"}
+    assert set(out["topology"]) >= {"hosts", "spares", "nodes"}
+
+
+def test_plan_human_output(project: Path) -> None:
+    result = invoke(project, "plan", "--fail", "kvm1")
+    assert result.exit_code == 0
+    assert "move:   db1: kvm1 -> spare1" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "stack", "words"), [
+    (["plan", "--fail", "kvm9"], "test", "--fail = 'kvm9': neither a host nor a node"),
+    (["plan", "--fail", "kvm1"], "nope", "--stack = 'nope': no file"),
+    (["plan", "--fail", "kvm1"], "", "--stack is missing"),
+    (["failover", "kvm9", "--dry-run"], "test", "HOST = 'kvm9': not a host"),
+    (["reclaim", "kvm1"], "test", "HOST = 'kvm1': not in mac:failedHosts"),
+])
+def test_bad_input_is_one_line_and_exit_2(project: Path, args: list[str], stack: str, words: str) -> None:
+    result = invoke(project, *args, stack=stack)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
+
+
+def test_broken_stack_file_names_the_key(project: Path) -> None:
+    path = stack_path(project, "test")
+    path.write_text(path.read_text().replace("failThreshold: 3", "failThreshold: three"))
+    result = invoke(project, "plan", "--fail", "kvm1")
+    assert result.exit_code == 2
+    assert "mac:watchdog.failThreshold = 'three': must be an integer" in result.stderr
+
+
+def test_validate_still_works(project: Path) -> None:
+    result = runner.invoke(app, ["validate", "--project-dir", str(project)])
+    assert result.exit_code == 0, result.output
+    assert "test: ok" in result.stdout and "dev: ok" in result.stdout
+
+
+def test_status_table_json_and_exit_codes(project: Path, servers: Servers) -> None:
+    topology = load_topology(stack_path(project, "test"))
+    servers.serve(topology)
+    ports = ["--http-port", str(servers.port), "--ssh-port", str(servers.port)]
+    result = invoke(project, "status", "--json", *ports)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["healthy"] and len(out["targets"]) == 9
+    servers.down("127.0.2.21")  # web1
+    result = invoke(project, "status", *ports)
+    assert result.exit_code == 1
+    row = next(line for line in result.stdout.splitlines() if line.startswith("node  web1"))
+    assert "down" in row and "connection refused" in row
+
+
+def test_failover_dry_run_changes_nothing(project: Path, standin: StandIn) -> None:
+    before = stack_path(project, "test").read_text()
+    result = invoke(project, "failover", "kvm1", "--dry-run", "--pulumi-root", str(standin.root))
+    assert result.exit_code == 0
+    assert "fence kvm1: true" in result.stdout
+    assert stack_path(project, "test").read_text() == before
+    assert standin.argv() == []
+
+
+def test_failover_asks_and_can_be_declined(project: Path, standin: StandIn) -> None:
+    result = invoke(project, "failover", "kvm1", "--pulumi-root", str(standin.root), input="n\n")
+    assert result.exit_code == 1
+    assert "not confirmed" in result.stderr
+    assert standin.argv() == []
+
+
+def test_failover_without_cli_is_one_clear_error(project: Path, tmp_path: Path) -> None:
+    result = invoke(project, "failover", "kvm1", "--yes", "--pulumi-root", str(tmp_path / "none"))
+    assert result.exit_code == 1
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "the Pulumi CLI was not found" in errors[0] and "install it" in errors[0]
+    assert "FileNotFoundError" not in result.output
+
+
+def test_standin_cli_failover_yes(project: Path, standin: StandIn, servers: Servers) -> None:
+    """Stand-in, not a real deploy: the whole manual failover through the CLI."""
+    standin.set_state(exported())
+    after = load_topology(stack_path(project, "test")).move_nodes(["db1", "web1"], "spare1")
+    servers.serve(after)
+    path = stack_path(project, "test")
+    path.write_text(path.read_text().replace("verifyTimeout: 3", "verifyTimeout: 0.01"))
+    result = invoke(project, "failover", "kvm1", "--yes", "--pulumi-root", str(standin.root))
+    # verify cannot reach the nodes on port 80 here: the pipeline ran, verification failed
+    assert result.exit_code == 1
+    assert "db1, web1 not healthy within 0.01 s" in result.stderr
+    assert [c[0] for c in standin.commands()].count("up") == 1
+    assert load_topology(path).failed_hosts == ("kvm1",)
+
+
+def test_run_once_dry_run_logs_and_changes_nothing(project: Path, servers: Servers, standin: StandIn,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    topology = load_topology(stack_path(project, "test"))
+    servers.serve(topology)
+    for address in ("127.0.1.1", "127.0.2.11", "127.0.2.21"):  # kvm1, db1, web1
+        servers.down(address)
+    before = stack_path(project, "test").read_text()
+    result = invoke(project, "run", "--once", "--dry-run", "--pulumi-root", str(standin.root),
+                    "--http-port", str(servers.port), "--ssh-port", str(servers.port))
+    assert result.exit_code == 1  # something is unhealthy
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "dry-run: host kvm1 failed: move db1, web1 to spare1; would: fence kvm1" in logged
+    assert stack_path(project, "test").read_text() == before
+    assert standin.argv() == []
+
+
+def test_reclaim(project: Path, servers: Servers, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = stack_path(project, "test")
+    topology = load_topology(path)
+    failed = topology.move_nodes(["db1", "web1"], "spare1").with_(spares=(), failed_hosts=("kvm1",))
+    from components.stack_file import write_topology
+    write_topology(path, failed)
+    monkeypatch.setattr("watchdog.reclaim.shutil.which", lambda name: None)
+    port = ["--ssh-port", str(servers.port)]
+    result = invoke(project, "reclaim", "kvm1", *port)
+    assert result.exit_code == 1 and "not reachable" in result.stderr
+    servers.up("127.0.1.1")
+    result = invoke(project, "reclaim", "kvm1", *port)
+    assert result.exit_code == 1 and "virsh is not installed" in result.stderr and "--force" in result.stderr
+    result = invoke(project, "reclaim", "kvm1", "--force", *port)
+    assert result.exit_code == 0, result.output
+    t = load_topology(path)
+    assert (t.spares, t.failed_hosts) == (("kvm1",), ())
+
+
+def test_reclaim_refuses_while_our_domains_remain(project: Path, servers: Servers,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = stack_path(project, "test")
+    from components.stack_file import write_topology
+    write_topology(path, load_topology(path).move_nodes(["db1", "web1"], "spare1").with_(
+        spares=(), failed_hosts=("kvm1",)))
+    monkeypatch.setattr("watchdog.cli.list_domains", lambda host: ["web1", "other-vm"])
+    servers.up("127.0.1.1")
+    result = invoke(project, "reclaim", "kvm1", "--ssh-port", str(servers.port))
+    assert result.exit_code == 1 and "still has our domains web1" in result.stderr
