@@ -117,7 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         mode = self.server.mode
         if mode == SLOW:
             time.sleep(self.server.slow_s)

@@ -19,7 +19,7 @@ from watchdog.cli import app
 runner = CliRunner()
 
 
-def invoke(project: Path, *args: str, stack: str = "test", input: str | None = None):  # type: ignore[no-untyped-def]
+def invoke(project: Path, *args: str, stack: str = "test", input: str | None = None):
     common = ["--project-dir", str(project), "--state-dir", str(project / "state")]
     if stack:
         common += ["--stack", stack]

@@ -26,8 +26,9 @@ def test_standin_cli_crash_after_config_written_resumes_at_up(
         project: Path, standin: StandIn, servers: Servers, tmp_path: Path) -> None:
     stack_file = stack_path(project, "test")
     fence_log = tmp_path / "fence.log"
+    fence_cmd = f"sh -c 'echo kvm1 >> {fence_log}'"
     stack_file.write_text(stack_file.read_text().replace(
-        'address: 127.0.1.1, fence: "true"', f"address: 127.0.1.1, fence: \"sh -c 'echo kvm1 >> {fence_log}'\""))
+        'address: 127.0.1.1, fence: "true"', f'address: 127.0.1.1, fence: "{fence_cmd}"'))
     topology = load_topology(stack_file)
     standin.set_state(exported())
     state_dir = tmp_path / "state"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,7 +57,7 @@ def test_detector_reports_changes_and_keeps_errors() -> None:
     assert d.health["node:a"].state is F
 
 
-def _health(topology: Topology, failed: set[str], failing: set[str] = frozenset()) -> dict[str, Health]:
+def _health(topology: Topology, failed: Set[str], failing: Set[str] = frozenset()) -> dict[str, Health]:
     out = {}
     keys = [f"host:{h}" for h in topology.live_hosts] + [f"node:{n}" for n in topology.nodes]
     for k in keys:

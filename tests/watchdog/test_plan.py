@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -24,7 +25,7 @@ from watchdog.plan import Action, History, Remediation, Step, plan
 NOW = 100_000.0
 
 
-def moves(p):  # type: ignore[no-untyped-def]
+def moves(p):
     return sorted((m.node, m.from_host, m.to_host) for m in p.moves)
 
 
@@ -155,7 +156,8 @@ def scenarios(draw: st.DrawFn) -> tuple[Topology, Failures, History]:
         Remediation(NOW - draw(st.floats(0, 7200)), draw(st.sampled_from(list(Action))),
                     nodes=tuple(draw(st.sets(st.sampled_from(sorted(t.nodes)), max_size=2))))
         for _ in range(draw(st.integers(0, 4)))))
-    return t, Failures(hosts=hosts, nodes=nodes, isolated=draw(st.booleans()) and draw(st.booleans())), history
+    isolated = draw(st.booleans()) and draw(st.booleans())
+    return t, Failures(hosts=hosts, nodes=nodes, isolated=isolated), history
 
 
 @settings(max_examples=150, deadline=None)
@@ -208,6 +210,6 @@ def test_property_flapping_node_gets_at_most_one_remediation_per_cooldown(
             history = History((*history.remediations, Remediation(
                 now, p.action, nodes=(node,), moved=tuple(m.node for m in p.moves))))
     cooldown = t.watchdog.cooldown_s
-    assert all(b - a >= cooldown for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a >= cooldown for a, b in itertools.pairwise(starts))
     per_hour = t.watchdog.remediations_per_hour
     assert all(sum(1 for s in starts if x - 3600 < s <= x) <= per_hour for x in starts)

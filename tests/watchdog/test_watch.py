@@ -1,0 +1,77 @@
+"""The `run` loop end to end: real probes against loopback servers, real detector timing, the
+remediation through the STAND-IN pulumi (no real deploy)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from components.stack_file import load_topology, stack_path
+from components.topology import Host, Topology
+from tests.watchdog.conftest import Servers, StandIn
+from tests.watchdog.state_fixture import exported
+from watchdog.alert import Alerter
+from watchdog.deploy import Deployer
+from watchdog.fence import FenceResult
+from watchdog.journal import Journal
+from watchdog.plan import Action, Step
+from watchdog.watch import Context, Watchdog
+
+
+def context(project: Path, standin: StandIn, servers: Servers, tmp_path: Path,
+            on_fence: list[str] | None = None) -> Context:
+    fenced = on_fence if on_fence is not None else []
+
+    def fencer(host: Host, timeout_s: float) -> FenceResult:
+        fenced.append(host.name)
+        return FenceResult(host.name, skipped=False, returncode=0)
+
+    return Context(project_dir=project, stack="test", state_dir=tmp_path / "state",
+                   url_for=servers.url_for, ssh_port=servers.port, fencer=fencer,
+                   backend=Deployer(project, "test", pulumi_root=standin.root),
+                   alerter=Alerter(None, "test"), backoff_s=0.0, sleep=lambda s: None)
+
+
+def test_standin_cli_run_loop_detects_a_dead_host_and_fails_over(
+        project: Path, topology: Topology, standin: StandIn, servers: Servers, tmp_path: Path) -> None:
+    """Stand-in, not a real deploy."""
+    servers.serve(topology)
+    standin.set_state(exported())
+    fenced: list[str] = []
+    ctx = context(project, standin, servers, tmp_path, fenced)
+    for address in ("127.0.1.1", "127.0.2.11", "127.0.2.21"):  # kvm1 and its nodes die
+        servers.down(address)
+
+    def moved(plan: object) -> None:
+        # What `up` would do for real: the nodes boot on the spare with their own IPs.
+        servers.up("127.0.2.11")
+        servers.up("127.0.2.21")
+
+    watchdog = Watchdog(ctx)
+    watchdog.on_remediation = moved
+    code = asyncio.run(watchdog.run(once=True))
+    assert code == 0
+    [outcome] = watchdog.outcomes
+    assert outcome.plan.action is Action.FAILOVER and fenced == ["kvm1"]
+    assert outcome.ran == (Step.FENCE, Step.PRUNE_STATE, Step.WRITE_CONFIG, Step.UP, Step.VERIFY)
+    t = load_topology(stack_path(project, "test"))
+    assert t.failed_hosts == ("kvm1",) and t.nodes["db1"].host == "spare1"
+    assert watchdog.topology == t  # the loop watches the new cluster
+    assert "host:kvm1" not in watchdog.detector.health
+
+
+def test_isolation_acts_on_nothing_and_alerts(
+        project: Path, topology: Topology, standin: StandIn, servers: Servers, tmp_path: Path) -> None:
+    servers.serve(topology)
+    ctx = context(project, standin, servers, tmp_path)
+    for address in ("127.0.1.1", "127.0.2.11", "127.0.2.21", "127.0.1.2", "127.0.2.12"):
+        servers.down(address)
+    before = stack_path(project, "test").read_text()
+    watchdog = Watchdog(ctx)
+    assert asyncio.run(watchdog.run(once=True)) == 1
+    assert watchdog.outcomes == [] and standin.argv() == []
+    assert stack_path(project, "test").read_text() == before
+    assert ctx.alerter is not None
+    refusals = [a for a in ctx.alerter.sent if a["event"] == "refused"]
+    assert len(refusals) == 1 and "suspecting the watchdog's own network" in refusals[0]["message"]
+    assert Journal(tmp_path / "state").entries() == []
