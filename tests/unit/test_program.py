@@ -13,9 +13,10 @@ from pulumi.runtime.rpc import is_rpc_secret
 
 from components import roles
 from components.host import HypervisorHost
+from components.stack_file import load_topology, stack_path
 from components.topology import Role, Topology
 from components.vm import GIB, mac_address
-from tests.unit.conftest import STACKS, Evaluation, evaluate, stack_config, walk_plain
+from tests.unit.conftest import PROJECT_DIR, STACKS, Evaluation, evaluate, stack_config, walk_plain
 
 PROVIDER = "pulumi:providers:libvirt"
 POOL = "libvirt:index/pool:Pool"
@@ -82,6 +83,15 @@ def test_spares_are_warm(evaluation: Evaluation) -> None:
         assert evaluation.one(POOL, f"{spare}-pool").provider_urn == urn
         assert evaluation.one(VOLUME, f"{spare}-base-image").provider_urn == urn
         assert not t.nodes_on(spare)
+
+
+def test_program_reads_the_same_topology_as_the_stack_file(evaluation: Evaluation) -> None:
+    """Pulumi config (get_object per key) and the watchdog's stack file reader agree."""
+    from_file = load_topology(stack_path(PROJECT_DIR, evaluation.stack))
+    assert topology_of(evaluation) == from_file
+    if evaluation.stack == "prod":  # sizes from mac:sizes reach the domains
+        db1 = evaluation.one(DOMAIN, "db1-domain").inputs
+        assert (db1["vcpu"], db1["memory"]) == (4, 8192)
 
 
 def test_component_tree(evaluation: Evaluation) -> None:
