@@ -146,6 +146,13 @@ def app_schema_sql(app_password: str, root_password: str | None = None,
         "  created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),",
         "  UNIQUE KEY token (token)",
         ") ENGINE=InnoDB;",
+        # The count as one row updated with each new visit: COUNT(*) scans the whole table and
+        # cost ~10 ms per request at 12k rows here.
+        f"CREATE TABLE IF NOT EXISTS `{database}`.`visit_count` (",
+        "  id TINYINT UNSIGNED NOT NULL PRIMARY KEY,",
+        "  n BIGINT UNSIGNED NOT NULL",
+        ") ENGINE=InnoDB;",
+        f"INSERT IGNORE INTO `{database}`.`visit_count` (id, n) VALUES (1, 0);",
         f"CREATE USER IF NOT EXISTS {_sql_string(user)}@'%' IDENTIFIED BY {_sql_string(app_password)};",
         f"ALTER USER {_sql_string(user)}@'%' IDENTIFIED BY {_sql_string(app_password)};",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{database}`.* TO {_sql_string(user)}@'%';",

@@ -174,7 +174,7 @@ class Lab:
                 except ProcessLookupError:
                     pass
         killed += netns.kill_namespace_processes(ns_of(name))
-        daemons.reap()
+        daemons.reap([p.pid for p in self.state.procs if p.node == name])
         return killed
 
     def cut_link(self, name: str) -> None:

@@ -6,6 +6,7 @@ components/roles verbatim, and Galera starts through the same mac-galera-start s
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import subprocess
@@ -66,7 +67,17 @@ def spawn(state: LabState, ns: str, node: str, what: str, argv: list[str], log: 
     return proc
 
 
-def reap() -> None:
+def reap(pids: list[int] | None = None, timeout_s: float = 5.0) -> None:
+    """Collect exited children; wait up to `timeout_s` for `pids` (just killed) to be gone.
+
+    A killed daemon that stays a zombie keeps its PID alive, and Apache then refuses to start
+    again ("httpd (pid N) already running" from its pid file).
+    """
+    for pid in pids or []:
+        popen = CHILDREN.get(pid)
+        if popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout_s)
     for pid, popen in list(CHILDREN.items()):
         if popen.poll() is not None:
             del CHILDREN[pid]
@@ -110,11 +121,16 @@ def start_galera(state: LabState, ns: str, node: Node, topology: Topology, dirs:
     script's process group, which the state records.
     """
     log = shlex.quote(str(dirs.log / "mariadbd.log"))
-    mariadbd = f"mariadbd --defaults-file={shlex.quote(str(cnf))}"
+    defaults = f"--defaults-file={shlex.quote(str(cnf))}"
+    # As Debian's mariadb.service: galera_recovery finds the position a killed server reached
+    # (grastate says seqno -1), so it rejoins by IST instead of a full SST that desyncs the donor.
+    def start(extra: str) -> str:
+        return (f"{{ pos=$(galera_recovery {defaults}) && exec mariadbd {defaults} $pos{extra}; }}"
+                f" >>{log} 2>&1 &")
+
     argv = mysql.galera_start_argv(
         str(script_path("galera_start.py")), node, topology, mysql_paths(dirs).datadir,
-        start_cmd=f"{mariadbd} >>{log} 2>&1 &",
-        bootstrap_cmd=f"{mariadbd} --wsrep-new-cluster >>{log} 2>&1 &")
+        start_cmd=start(""), bootstrap_cmd=start(" --wsrep-new-cluster"))
     argv += ["--wait", str(timeout_s)]
     proc = spawn(state, ns, node.name, "galera-start", argv, dirs.log / "galera-start.log")
     try:
@@ -148,6 +164,8 @@ def start_web(state: LabState, ns: str, node: Node, topology: Topology, dirs: No
     config.chmod(0o640)
     conf = dirs.root / "httpd.conf"
     conf.write_text(web.render_apache_conf(node.name, node.ip, paths))
+    # A killed node's pid file survives (on a VM /run is emptied by the reboot).
+    Path(paths.pid_file).unlink(missing_ok=True)
     # -D FOREGROUND instead of the VM's `-k start`: same config, but the parent stays our child.
     return spawn(state, ns, node.name, "apache2",
                  ["apache2", "-f", str(conf), "-D", "FOREGROUND"], dirs.log / "apache2.out")

@@ -79,11 +79,18 @@ def namespace_pids(ns: str) -> list[int]:
     return [int(p) for p in out.split() if p.isdigit()]
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def kill_namespace_processes(ns: str) -> list[int]:
     """SIGKILL every process inside `ns` (a node's daemons and all their children)."""
     killed = []
     for _ in range(5):  # a parent may fork while we kill: repeat until the namespace is empty
-        pids = [p for p in namespace_pids(ns) if p != os.getpid()]
+        pids = [p for p in namespace_pids(ns) if p != os.getpid() and not _zombie(p)]
         if not pids:
             break
         for pid in pids:

@@ -1,0 +1,73 @@
+"""What a node death costs the clients, measured on the lab cluster; prints one JSON object.
+
+Brings up the lab (root, namespaces, real daemons), then runs two drills at a fixed request rate
+through the LB (`/index.php?token=...`, each a write): SIGKILL of a web node, then of the DB node
+that takes the writes, which is restarted afterwards to measure the resync and to check that
+every acknowledged write is on both DB nodes. The lab is removed at the end, also on errors.
+
+Usage: .venv/bin/python bench/failover.py [--rate 500] [--duration 20] [--kill-at 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from components.topology import Role
+from tests.lab.cluster import Lab
+from tests.lab.drills import DrillResult, restart_and_verify, run_drill
+from tests.lab.requirements import skip_reason
+
+
+def figures(result: DrillResult, duration_s: float) -> dict[str, Any]:
+    report = result.report
+    span = max((o.done for o in report.outcomes), default=report.started) - report.started
+    return {**report.summary(), "victim": result.victim, "killed_at_s": round(result.killed_at_s, 2),
+            "achieved_rate_per_s": round(report.requests / max(span, duration_s), 1),
+            "failed_samples": [o.error or o.status for o in report.failed][:5]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=500.0, help="requests per second")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per drill")
+    parser.add_argument("--kill-at", type=float, default=10.0, help="seconds into the load")
+    parser.add_argument("--stack", default="lab")
+    args = parser.parse_args()
+    reason = skip_reason()
+    if reason:
+        print(json.dumps({"skipped": reason}))
+        return 2
+    lab = Lab.from_stack(args.stack)
+    out: dict[str, Any] = {"rate_per_s": args.rate, "duration_s": args.duration,
+                           "kill_at_s": args.kill_at}
+    try:
+        out["lab_up_s"] = round(lab.up(), 1)
+        web = lab.topology.nodes_of(Role.WEB)[0].name
+        result = run_drill(lab, web, args.rate, args.duration, args.kill_at)
+        out["web_node_death"] = figures(result, args.duration)
+        lab.start_node(web)
+        lab.wait_healthy(60)
+        time.sleep(2)  # let HAProxy put it back (rise 2) before the next drill
+
+        db = lab.topology.nodes_of(Role.MYSQL)[0].name  # the writer behind the LB's DB frontend
+        result = run_drill(lab, db, args.rate, args.duration, args.kill_at)
+        resync = restart_and_verify(lab, db, result)
+        lost = set().union(*resync.missing.values())
+        out["db_node_death"] = {**figures(result, args.duration),
+                                "writes_acknowledged": len(result.report.acknowledged_tokens),
+                                "writes_lost": len(lost), "resync_s": round(resync.seconds, 2)}
+    finally:
+        lab.teardown()
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
