@@ -32,7 +32,7 @@ class ProgramConfig:
     ssh_private_key: pulumi.Output[str] | None  # secret; None: pulumi-command uses the SSH agent
 
 
-def load_topology(config: pulumi.Config | None = None) -> Topology:
+def topology_from_config(config: pulumi.Config | None = None) -> Topology:
     """The validated Topology of the current stack; RunError listing every problem otherwise."""
     config = config or pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
@@ -74,7 +74,7 @@ def load() -> ProgramConfig:
     """Topology, secrets and SSH key of the current stack."""
     config = pulumi.Config(NAMESPACE)
     return ProgramConfig(
-        topology=load_topology(config),
+        topology=topology_from_config(config),
         secrets=load_secrets(config),
         ssh_private_key=config.get_secret("sshPrivateKey"),
     )

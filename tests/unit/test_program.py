@@ -358,3 +358,18 @@ def test_host_component_exposes_its_parts(evaluation: Evaluation) -> None:
     assert set(cluster.hosts) == set(t.live_hosts)
     assert all(isinstance(h, HypervisorHost) for h in cluster.hosts.values())
     assert set(cluster.vms) == set(t.nodes)
+
+
+def test_a_broken_config_lists_every_problem() -> None:
+    config = stack_config("prod")
+    config["nodes"]["web2"]["host"] = "kvm3"  # web1 is there already
+    config["nodes"]["db2"]["ip"] = "10.99.0.12"  # outside the CIDR
+    del config["image"]
+    with pytest.raises(pulumi.RunError) as raised:
+        evaluate("prod", config)
+    message = str(raised.value)
+    assert "mac:image" in message
+    # parse errors stop before the cluster rules; fix the image and the rules report both
+    config["image"] = {"source": "/srv/images/debian.qcow2"}
+    with pytest.raises(pulumi.RunError, match=r"(?s)mac:nodes\.db2\.ip.*mac:nodes\.web2\.host"):
+        evaluate("prod", config)
