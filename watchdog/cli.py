@@ -290,7 +290,8 @@ def run(
     http_port: HttpPortOption = None,
     ssh_port: SshPortOption = SSH_PORT,
 ) -> None:
-    """The watchdog loop: probe, detect, plan, remediate. Ctrl-C stops it between steps."""
+    """The watchdog loop: probe, detect, plan, remediate. Ctrl-C stops the loop (a step that is
+    running finishes first); an unfinished remediation resumes at the next start."""
     _setup_logging()
     with _errors():
         ctx = _context(project_dir, stack, state_dir, pulumi_root, http_port, ssh_port)

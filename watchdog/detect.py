@@ -2,7 +2,9 @@
 
 Pure: the clock is whatever time the caller stamps on each observation, so tests drive it exactly.
 A target is failed after `fail_threshold` consecutive failures spanning at least `fail_after_s`,
-and healthy again after `recover_threshold` consecutive successes (hysteresis).
+and healthy again after `recover_threshold` consecutive successes (hysteresis). The span runs
+from the start of the first failed probe to the end of the latest one: measured end-to-end, three
+probes one second apart never span "1.999 s" and cost a fourth interval.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from enum import StrEnum
 
 from components.topology import Topology, WatchdogSettings
 from watchdog.probe import Kind, ProbeResult, target_key
+
+# Timers may fire a hair early (asyncio wakes up within the clock resolution): a span this much
+# short of `fail_after_s` still counts, so timer granularity never costs a whole extra interval.
+SPAN_SLACK_S = 0.01
 
 
 class State(StrEnum):
@@ -45,11 +51,11 @@ def step(health: Health, ok: bool, now: float, settings: WatchdogSettings,
         if h.state is State.FAILED and h.successes < settings.recover_threshold:
             return h
         return _to(h, State.HEALTHY, now)
-    first = h.first_failure_at if h.first_failure_at is not None else now
+    first = h.first_failure_at if h.first_failure_at is not None else now - (latency_s or 0.0)
     h = replace(h, failures=h.failures + 1, first_failure_at=first, successes=0)
     if h.state is State.FAILED:
         return h
-    if h.failures >= settings.fail_threshold and now - first >= settings.fail_after_s:
+    if h.failures >= settings.fail_threshold and now - first >= settings.fail_after_s - SPAN_SLACK_S:
         return _to(h, State.FAILED, now)
     return _to(h, State.SUSPECT, now)
 

@@ -76,7 +76,9 @@ class Journal:
         line = json.dumps(entry, separators=(",", ":"), sort_keys=False) + "\n"
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as handle:
+            # 0600: the plan holds the stack's host entries, fence commands included.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with open(fd, "a", encoding="utf-8") as handle:
                 handle.write(line)
                 handle.flush()
                 os.fsync(handle.fileno())

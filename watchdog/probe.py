@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -120,6 +120,12 @@ class Prober:
 
     async def probe_all(self, items: Iterable[Target]) -> list[ProbeResult]:
         return list(await asyncio.gather(*(self.probe(t) for t in items)))
+
+    async def probe_each(self, items: Iterable[Target]) -> AsyncIterator[ProbeResult]:
+        """Probe concurrently and yield each result as it arrives, so one target hanging until
+        its timeout does not hold back what the others already told us."""
+        for next_result in asyncio.as_completed([self.probe(t) for t in items]):
+            yield await next_result
 
     async def probe(self, target: Target) -> ProbeResult:
         async with self._semaphore:

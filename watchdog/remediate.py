@@ -65,12 +65,20 @@ class Outcome:
     ran: tuple[Step, ...]  # steps run this time (skipped: already done before a restart)
 
 
+def _program(command: str | None) -> str:
+    """The fence command's program only: its arguments may carry credentials."""
+    if command is None:
+        return "no fence command (refused)"
+    words = command.split()
+    return words[0] + (" ..." if len(words) > 1 else "") if words else command
+
+
 def describe(p: Plan) -> list[str]:
     """What running `p` would do, one line per step (for --dry-run)."""
     lines = []
     for step in p.steps:
         if step is Step.FENCE:
-            lines += [f"fence {h}: {p.topology.hosts[h].fence}" for h in p.fence]
+            lines += [f"fence {h}: {_program(p.topology.hosts[h].fence)}" for h in p.fence]
         elif step is Step.PRUNE_STATE:
             lines.append(f"prune the providers of {', '.join(p.prune)} and their dependents from "
                          "the Pulumi state")

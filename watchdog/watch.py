@@ -64,9 +64,14 @@ class Context:
             self.alerter = Alerter(topology.watchdog.webhook_url, self.stack)
         return self.alerter
 
+    def deployer(self) -> StateBackend:
+        """One backend per context: the CLI is found and the stack selected once, not per step."""
+        if self.backend is None:
+            self.backend = Deployer(self.project_dir, self.stack, pulumi_root=self.pulumi_root)
+        return self.backend
+
     def remediator(self, topology: Topology) -> Remediator:
-        backend = self.backend or Deployer(self.project_dir, self.stack, pulumi_root=self.pulumi_root)
-        return Remediator(stack_file=self.stack_file, state_dir=self.state_dir, backend=backend,
+        return Remediator(stack_file=self.stack_file, state_dir=self.state_dir, backend=self.deployer(),
                           journal=self.journal, alerter=self.alerts(topology), verifier=self.verify,
                           fencer=self.fencer, fence_timeout_s=self.fence_timeout_s,
                           up_attempts=self.up_attempts, backoff_s=self.backoff_s, sleep=self.sleep)
@@ -122,6 +127,8 @@ class Watchdog:
         rounds = self.rounds_for_once() if once else max_rounds
         done = 0
         async with Prober(s.probe_timeout_s) as prober:
+            if not self.dry_run:
+                await self._warm_up()
             self._maybe_resume()
             while rounds is None or done < rounds:
                 started = time.monotonic()
@@ -135,11 +142,21 @@ class Watchdog:
         unhealthy = [k for k, h in self.detector.health.items() if h.last_ok is False]
         return 1 if unhealthy or self.errors else 0
 
+    async def _warm_up(self) -> None:
+        """Find the CLI and select the stack now, so a remediation starts `up` without that delay
+        and a missing CLI is reported at start, not in the middle of a failover."""
+        backend = self.ctx.deployer()
+        if isinstance(backend, Deployer):
+            try:
+                await asyncio.to_thread(backend.stack)
+            except WatchdogError as err:
+                log.error("%s (remediations will fail until this is fixed)", err)
+
     async def tick(self, prober: Prober) -> None:
-        results = await prober.probe_all(targets(self.topology, self.ctx.url_for, self.ctx.ssh_port))
-        for key in self.detector.observe(results):
-            h = self.detector.health[key]
-            log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "")
+        async for result in prober.probe_each(targets(self.topology, self.ctx.url_for, self.ctx.ssh_port)):
+            for key in self.detector.observe([result]):
+                h = self.detector.health[key]
+                log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "")
         if self._task is not None:
             if not self._task.done():
                 return

@@ -72,6 +72,8 @@ def main(argv: list[str], root: Path) -> int:
             print("error: the stack is currently locked by 1 lock(s). Either wait for the other "
                   "process(es) to end or delete the lock file with `pulumi cancel`.", file=sys.stderr)
             return 255
+        with open(root / "ups.jsonl", "a") as ups:
+            ups.write(json.dumps({"argv": args, "started": time.time()}) + "\n")
         print("Updating (standin):")
         time.sleep(float(behaviour.get("up_sleep", 0)))
         if _take(root, "up_fail"):
@@ -79,8 +81,6 @@ def main(argv: list[str], root: Path) -> int:
                   file=sys.stderr)
             return 255
         print("Resources:\n    5 unchanged")
-        with open(root / "ups.jsonl", "a") as ups:
-            ups.write(json.dumps({"argv": args, "time": time.time()}) + "\n")
         return 0
     if args[:3] == ["stack", "output", "--json"]:
         print("{}")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.topology import Topology, WatchdogSettings
-from watchdog.detect import Detector, Health, State, classify, step
+from watchdog.detect import SPAN_SLACK_S, Detector, Health, State, classify, step
 from watchdog.probe import ProbeResult
 
 S = WatchdogSettings(interval_s=1.0, fail_threshold=3, fail_after_s=2.0, recover_threshold=3,
@@ -45,6 +45,14 @@ def test_failure_needs_the_time_span_too() -> None:
     # 5 failures 0.1 s apart: the count is reached at once, the 2 s span never.
     assert run("xxxxx", interval=0.1)[-1] is U
     assert run("x" * 21, interval=0.1)[-1] is F  # 2.0 s after the first failure
+
+
+def test_span_runs_from_the_first_probe_start_to_the_last_probe_end() -> None:
+    """Probes started 1 s apart, answering in 2 ms: failed at the third, not a fourth interval later."""
+    h = Health()
+    for start in (10.0, 11.0, 11.999):  # the last timer fired a millisecond early
+        h = step(h, False, start + 0.002, S, "HTTP 503", latency_s=0.002)
+    assert h.state is F and h.first_failure_at == 10.0
 
 
 def test_detector_reports_changes_and_keeps_errors() -> None:
@@ -114,6 +122,6 @@ def test_property_failed_only_after_n_failures_spanning_t(outcomes: list[bool], 
         h = step(h, ok, float(i), s)
         run_start = None if ok else (run_start if run_start is not None else float(i))
         if h.state is F and before is not F:
-            assert not ok and h.failures >= n and i - (run_start or 0) >= t
+            assert not ok and h.failures >= n and i - (run_start or 0) >= t - SPAN_SLACK_S
         if before is F and h.state is H:
             assert h.successes >= m

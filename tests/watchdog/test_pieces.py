@@ -22,7 +22,7 @@ from watchdog.http1 import Connection
 from watchdog.journal import DONE, STARTED, Journal
 from watchdog.lock import RemediationLock
 from watchdog.plan import Action, Step, plan
-from watchdog.remediate import backoff_delay
+from watchdog.remediate import backoff_delay, describe
 
 
 def host(fence_cmd: str | None) -> Host:
@@ -68,11 +68,21 @@ def test_journal_resume_point_history_and_torn_line(tmp_path: Path, topology: To
         j.pending()
 
 
-def test_journal_holds_no_secrets(tmp_path: Path, topology: Topology) -> None:
+def test_journal_holds_no_secrets_and_is_private(tmp_path: Path, topology: Topology) -> None:
     j = Journal(tmp_path)
     j.begin(plan(topology, Failures(hosts=("kvm1",))), "test")
     text = j.path.read_text()
     assert "secure" not in text and "c2VjcmV0" not in text
+    assert j.path.stat().st_mode & 0o777 == 0o600
+
+
+def test_dry_run_description_names_the_fence_program_not_its_arguments(topology: Topology) -> None:
+    hosts = dict(topology.hosts)
+    hosts["kvm1"] = Host("kvm1", hosts["kvm1"].uri, hosts["kvm1"].address,
+                         "ipmitool -H 10.0.1.11 -U admin -P hunter2 chassis power off")
+    lines = describe(plan(topology.with_(hosts=hosts), Failures(hosts=("kvm1",))))
+    assert lines[0] == "fence kvm1: ipmitool ..."
+    assert "hunter2" not in "\n".join(lines)
 
 
 def test_lock_is_exclusive(tmp_path: Path) -> None:

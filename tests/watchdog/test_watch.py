@@ -69,7 +69,9 @@ def test_isolation_acts_on_nothing_and_alerts(
     before = stack_path(project, "test").read_text()
     watchdog = Watchdog(ctx)
     assert asyncio.run(watchdog.run(once=True)) == 1
-    assert watchdog.outcomes == [] and standin.argv() == []
+    assert watchdog.outcomes == []
+    # only the warm-up at start (find the CLI, select the stack): no export, import or up
+    assert standin.commands() == [["version"], ["stack", "select", "--stack", "test"]]
     assert stack_path(project, "test").read_text() == before
     assert ctx.alerter is not None
     refusals = [a for a in ctx.alerter.sent if a["event"] == "refused"]
