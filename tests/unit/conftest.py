@@ -161,7 +161,12 @@ def evaluate(
         result["outputs"] = await pulumi.Output.from_input(dict(root.outputs)).future()
         result["secrets"] = await result["globals"]["config"].secrets.future()
 
-    _sync_await(run_pulumi_func(program))
+    try:
+        _sync_await(run_pulumi_func(program))
+    finally:
+        # Leave no monitor, root stack or config behind for whatever runs next.
+        settings.reset_options()
+        pulumi.runtime.set_all_config({}, [])
     return Evaluation(
         stack, list(monitor.registered), result["outputs"], result["secrets"], result["globals"]
     )
