@@ -338,5 +338,21 @@ def reclaim(
                "prepares its pool and base image")
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage errors too become one `error:` line and exit 2."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="mac-watchdog", standalone_mode=False)
+    except typer.TyperException as err:  # click's usage errors, as typer re-exports them
+        message = err.format_message()
+        if "\n" in message:  # no arguments at all: the help text
+            typer.echo(message, err=True)
+        else:
+            ctx = getattr(err, "ctx", None)
+            where = ctx.command_path if ctx is not None else "mac-watchdog"
+            typer.echo(f"error: {message} (see `{where} --help`)", err=True)
+        sys.exit(err.exit_code)
+    except (typer.Abort, KeyboardInterrupt, EOFError):
+        typer.echo("error: aborted; nothing changed", err=True)
+        sys.exit(EXIT_FOUND)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

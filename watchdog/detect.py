@@ -128,12 +128,13 @@ def classify(topology: Topology, health: Mapping[str, Health],
         if not failed(key):
             continue
         on_it = topology.nodes_on(host)
-        alive = [n.name for n in on_it if not failed(node_keys[n.name])]
-        if alive:
-            notes.append(f"host {host} is unreachable but {', '.join(sorted(alive))} still answer: "
-                         "management network trouble? not acting on it")
-        else:
+        answering = [n.name for n in on_it if health.get(node_keys[n.name], Health()).last_ok]
+        if answering:
+            notes.append(f"host {host} is unreachable but {', '.join(sorted(answering))} still "
+                         "answer: management network trouble? not acting on it")
+        elif all(failed(node_keys[n.name]) for n in on_it):
             hosts.append(host)
+        # else: its nodes are failing but not failed yet; wait for them
     nodes: list[str] = []
     for name, key in node_keys.items():
         if not failed(key):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -180,8 +181,10 @@ class Watchdog:
 
     def _handle(self, p: Plan) -> None:
         if p.action is Action.REFUSE:
-            if p.reason != self._last_refusal:
-                self._last_refusal = p.reason
+            # One alert per kind of refusal: "cooldown ... 4 s ago" and "... 5 s ago" are one.
+            kind = re.sub(r"\d+", "#", p.reason)
+            if kind != self._last_refusal:
+                self._last_refusal = kind
                 self.ctx.alerts(self.topology).alert("refused", p.reason)
             return
         if not p.steps:

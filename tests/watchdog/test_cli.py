@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from components.stack_file import load_topology, stack_path
 from tests.watchdog.conftest import Servers, StandIn
 from tests.watchdog.state_fixture import exported
-from watchdog.cli import app
+from watchdog.cli import app, main
 
 runner = CliRunner()
 
@@ -177,3 +177,15 @@ def test_reclaim_refuses_while_our_domains_remain(project: Path, servers: Server
     servers.up("127.0.1.1")
     result = invoke(project, "reclaim", "kvm1", "--ssh-port", str(servers.port))
     assert result.exit_code == 1 and "still has our domains web1" in result.stderr
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["plan", "--stack", "dev"], "error: Missing option '--fail'. (see `mac-watchdog plan --help`)"),
+    (["status", "--bogus"], "error: No such option: --bogus (see `mac-watchdog status --help`)"),
+])
+def test_usage_errors_are_one_line_too(argv: list[str], line: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [line]

@@ -94,6 +94,11 @@ def test_classify_host_unreachable_but_nodes_answer_is_not_acted_on(topology: To
     assert any("web1 still answer" in n for n in f.notes)
 
 
+def test_classify_waits_while_the_nodes_of_a_dead_host_are_only_failing(topology: Topology) -> None:
+    f = classify(topology, _health(topology, {"host:kvm1"}, {"node:db1", "node:web1"}))
+    assert f.empty and f.notes == ()
+
+
 def test_classify_failed_spare_is_a_host_failure(topology: Topology) -> None:
     assert classify(topology, _health(topology, {"host:spare1"})).hosts == ("spare1",)
 

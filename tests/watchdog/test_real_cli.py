@@ -48,10 +48,15 @@ pytestmark = [
 ]
 
 
-def _importable(state: dict) -> dict:
-    """The fixture without values a real CLI would try to decrypt."""
+def _importable(state: dict, real: dict) -> dict:
+    """The fixture's resources in the real stack's envelope (manifest with its magic cookie,
+    secrets provider), without values a real CLI would try to decrypt."""
     state = copy.deepcopy(state)
-    state["deployment"].pop("secrets_providers", None)
+    for key in ("manifest", "secrets_providers"):
+        if key in real:
+            state["deployment"][key] = real[key]
+        else:
+            state["deployment"].pop(key, None)
     state["deployment"]["pending_operations"] = []
     for r in state["deployment"]["resources"]:
         if r["type"] == "command:remote:Command":
@@ -70,7 +75,8 @@ def test_real_cli_failover_prunes_state_writes_config_and_keeps_it_when_up_fails
     command = auto.PulumiCommand(root=str(ROOT))
     options = auto.LocalWorkspaceOptions(work_dir=str(project), pulumi_command=command, env_vars=env)
     stack = auto.create_stack(STACK, work_dir=str(project), opts=options)
-    stack.import_stack(auto.Deployment(version=3, deployment=_importable(exported())["deployment"]))
+    real = stack.export_stack().deployment or {}
+    stack.import_stack(auto.Deployment(version=3, deployment=_importable(exported(), real)["deployment"]))
 
     def fencer(host: Host, timeout_s: float) -> FenceResult:
         return FenceResult(host.name, skipped=False, returncode=0)
@@ -81,8 +87,9 @@ def test_real_cli_failover_prunes_state_writes_config_and_keeps_it_when_up_fails
                             backend=deployer, journal=journal, alerter=Alerter(None, STACK),
                             verifier=lambda t, nodes, timeout: [], fencer=fencer, up_attempts=1)
     p = plan(topology, Failures(hosts=("kvm1",)))
-    with pytest.raises(DeployFailed):
+    with pytest.raises(DeployFailed) as failed:
         remediator.execute(p, "real-cli-test")
+    print(f"up failed as expected here: {failed.value}")
 
     left = (stack.export_stack().deployment or {})["resources"]
     providers = {urn_name(r["urn"]) for r in left if r["type"] == "pulumi:providers:libvirt"}
