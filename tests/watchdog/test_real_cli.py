@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pulumi import automation as auto
@@ -48,7 +50,7 @@ pytestmark = [
 ]
 
 
-def _importable(state: dict, real: dict) -> dict:
+def _importable(state: dict, real: Mapping[str, Any]) -> dict:
     """The fixture's resources in the real stack's envelope (manifest with its magic cookie,
     secrets provider), without values a real CLI would try to decrypt."""
     state = copy.deepcopy(state)
