@@ -45,6 +45,7 @@ class Context:
     backend: StateBackend | None = None
     up_attempts: int = 3
     backoff_s: float = 15.0
+    max_failures: int = 8  # failed attempts before an open remediation is abandoned
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
     alerter: Alerter | None = None
@@ -192,6 +193,13 @@ class Watchdog:
         if self.dry_run:
             self._say(f"dry-run: {p.reason}; would: " + "; ".join(describe(p)))
             return
+        current = self.ctx.topology()
+        if current != self.topology:
+            # Someone changed the stack file (a manual failover, say): the plan was made for a
+            # cluster that no longer exists. Watch the new one and decide again.
+            log.warning("the stack file changed under the watchdog; re-planning on the new topology")
+            self._adopt(current)
+            return
         self.on_remediation(p)
         remediator = self.ctx.remediator(self.topology)
         self._task = asyncio.create_task(asyncio.to_thread(remediator.execute, p, "detected"))
@@ -203,6 +211,15 @@ class Watchdog:
         pending = self.ctx.journal.pending()
         if pending is None:
             return False
+        if pending.failures >= self.ctx.max_failures:
+            # A remediation that keeps failing must not block every other one forever.
+            message = (f"remediation {pending.id} ({pending.plan.reason}) abandoned after "
+                       f"{pending.failures} failed attempts at step {pending.next_step}; "
+                       "planning afresh from the stack file")
+            self.ctx.journal.finish(pending.id, "abandoned", failures=pending.failures)
+            self.ctx.alerts(self.topology).alert("abandoned", message, remediation=pending.id)
+            self._adopt(self.ctx.topology())
+            return False
         if pending.last_failure_at is not None:
             due = pending.last_failure_at + backoff_delay(pending.failures, self.ctx.backoff_s)
             if self.ctx.clock() < due:
@@ -210,6 +227,15 @@ class Watchdog:
         remediator = self.ctx.remediator(self.topology)
         self._task = asyncio.create_task(asyncio.to_thread(remediator.resume))
         return True
+
+    def _adopt(self, topology: Topology) -> None:
+        """Watch `topology` from now on; a node that moved is a new VM, judged afresh."""
+        old, self.topology = self.topology, topology
+        self.detector.forget_except(t.key for t in targets(topology, self.ctx.url_for, self.ctx.ssh_port))
+        for name, node in topology.nodes.items():
+            before = old.nodes.get(name)
+            if before is None or before.host != node.host:
+                self.detector.health.pop(target_key(Kind.NODE, name), None)
 
     async def _finish_task(self) -> None:
         task, self._task = self._task, None
@@ -221,9 +247,7 @@ class Watchdog:
             self.errors.append(err)
             outcome = None
         # Whatever happened, the stack file is the truth now.
-        self.topology = self.ctx.topology()
-        keys = {t.key for t in targets(self.topology, self.ctx.url_for, self.ctx.ssh_port)}
-        self.detector.forget_except(keys)
+        self._adopt(self.ctx.topology())
         if outcome is not None:
             self.outcomes.append(outcome)
             for node in (*outcome.plan.verify, *outcome.plan.replace):

@@ -9,7 +9,6 @@ makes it fail: the written change is kept and the journal waits at `up` for a re
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,7 +72,6 @@ def test_real_cli_failover_prunes_state_writes_config_and_keeps_it_when_up_fails
            "PULUMI_CONFIG_PASSPHRASE": "not-a-secret-test-passphrase",
            "PULUMI_SKIP_UPDATE_CHECK": "true"}
     (tmp_path / "backend").mkdir()
-    os.environ.update({k: v for k, v in env.items() if k not in os.environ})
     command = auto.PulumiCommand(root=str(ROOT))
     options = auto.LocalWorkspaceOptions(work_dir=str(project), pulumi_command=command, env_vars=env)
     stack = auto.create_stack(STACK, work_dir=str(project), opts=options)

@@ -77,3 +77,47 @@ def test_isolation_acts_on_nothing_and_alerts(
     refusals = [a for a in ctx.alerter.sent if a["event"] == "refused"]
     assert len(refusals) == 1 and "suspecting the watchdog's own network" in refusals[0]["message"]
     assert Journal(tmp_path / "state").entries() == []
+
+
+def test_a_stack_file_changed_under_the_loop_is_adopted_not_overwritten(
+        project: Path, topology: Topology, standin: StandIn, servers: Servers, tmp_path: Path) -> None:
+    """A manual failover wrote the stack file while the loop watched the old cluster: the loop's
+    stale plan is dropped, nothing is deployed, and the new cluster is watched."""
+    from components.stack_file import write_topology
+
+    servers.serve(topology)
+    ctx = context(project, standin, servers, tmp_path)
+    for address in ("127.0.1.1", "127.0.2.11", "127.0.2.21"):
+        servers.down(address)
+    manual = topology.move_nodes(["db1", "web1"], "spare1").with_(spares=(), failed_hosts=("kvm1",))
+    watchdog = Watchdog(ctx)
+    write_topology(stack_path(project, "test"), manual)
+    watchdog.rounds_for_once = lambda: 8  # type: ignore[method-assign]
+    asyncio.run(watchdog.run(once=True))
+    assert watchdog.outcomes == [] and watchdog.topology == manual
+    assert [c for c in standin.commands() if c[0] == "up"] == []
+    # the stale failover was never planned; what followed was judged on the new cluster
+    planned = [e["plan"]["action"] for e in Journal(tmp_path / "state").entries()
+               if e.get("event") == "planned"]
+    assert "failover" not in planned
+
+
+def test_a_remediation_that_keeps_failing_is_abandoned_not_blocking_forever(
+        project: Path, topology: Topology, standin: StandIn, servers: Servers, tmp_path: Path) -> None:
+    """Stand-in, not a real deploy: `up` always fails; after max_failures the loop gives up on
+    that remediation (journal `abandoned`, alert) and plans afresh."""
+    servers.serve(topology)
+    standin.set_state(exported())
+    standin.behave(up_fail=1000)
+    ctx = context(project, standin, servers, tmp_path)
+    ctx.max_failures = 4
+    ctx.up_attempts = 2
+    for address in ("127.0.1.1", "127.0.2.11", "127.0.2.21"):
+        servers.down(address)
+    watchdog = Watchdog(ctx)
+    asyncio.run(watchdog.run(max_rounds=80))  # 4 s of 0.05 s rounds, enough for 2 attempts
+    entries = Journal(tmp_path / "state").entries()
+    outcomes = [e["outcome"] for e in entries if e.get("event") == "finished"]
+    assert "abandoned" in outcomes
+    assert ctx.alerter is not None and any(a["event"] == "abandoned" for a in ctx.alerter.sent)
+    assert load_topology(stack_path(project, "test")).failed_hosts == ("kvm1",)  # change kept
