@@ -70,6 +70,7 @@ class Journal:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / JOURNAL_FILE
         self.clock = clock
+        self._cache: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         entry = {"ts": round(self.clock(), 3), **record}
@@ -91,12 +92,21 @@ class Journal:
         return entry
 
     def entries(self) -> list[dict[str, Any]]:
+        """Every entry, oldest first (parsed again only when the file changed)."""
         try:
+            stat = self.path.stat()
+            if self._cache is not None and self._cache[0] == (stat.st_size, stat.st_mtime_ns):
+                return list(self._cache[1])
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
         except OSError as err:
             raise JournalError(f"cannot read the journal {self.path}: {err.strerror}") from None
+        entries = self._parse(text)
+        self._cache = ((stat.st_size, stat.st_mtime_ns), entries)
+        return list(entries)
+
+    def _parse(self, text: str) -> list[dict[str, Any]]:
         out = []
         lines = text.splitlines()
         for i, line in enumerate(lines):

@@ -116,6 +116,7 @@ class Watchdog:
         self.outcomes: list[Outcome] = []
         self.errors: list[WatchdogError] = []
         self.last_plan: Plan | None = None
+        self._background: set[asyncio.Task[bool]] = set()
         # For the bench: called when a plan that changes something is handed to the worker.
         self.on_remediation: Callable[[Plan], None] = lambda p: None
 
@@ -141,6 +142,8 @@ class Watchdog:
                 await asyncio.sleep(max(0.0, s.interval_s - (time.monotonic() - started)))
             if self._task is not None:
                 await self._finish_task()
+            if self._background:
+                await asyncio.gather(*self._background)
         unhealthy = [k for k, h in self.detector.health.items() if h.last_ok is False]
         return 1 if unhealthy or self.errors else 0
 
@@ -173,27 +176,34 @@ class Watchdog:
             return
         p = plan(self.topology, failures, self.ctx.journal.history(), self.ctx.clock())
         self.last_plan = p
-        self._handle(p)
+        await self._handle(p)
 
     def _say(self, message: str) -> None:
         if message not in self._said:
             self._said.add(message)
             log.warning("%s", message)
 
-    def _handle(self, p: Plan) -> None:
+    def _alert(self, event: str, message: str, **details: object) -> None:
+        """Alert from a worker thread: a slow webhook must not stall the probes."""
+        alerter = self.ctx.alerts(self.topology)
+        task = asyncio.create_task(asyncio.to_thread(alerter.alert, event, message, **details))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _handle(self, p: Plan) -> None:
         if p.action is Action.REFUSE:
             # One alert per kind of refusal: "cooldown ... 4 s ago" and "... 5 s ago" are one.
             kind = re.sub(r"\d+", "#", p.reason)
             if kind != self._last_refusal:
                 self._last_refusal = kind
-                self.ctx.alerts(self.topology).alert("refused", p.reason)
+                self._alert("refused", p.reason)
             return
         if not p.steps:
             return
         if self.dry_run:
             self._say(f"dry-run: {p.reason}; would: " + "; ".join(describe(p)))
             return
-        current = self.ctx.topology()
+        current = await asyncio.to_thread(self.ctx.topology)
         if current != self.topology:
             # Someone changed the stack file (a manual failover, say): the plan was made for a
             # cluster that no longer exists. Watch the new one and decide again.
@@ -217,7 +227,7 @@ class Watchdog:
                        f"{pending.failures} failed attempts at step {pending.next_step}; "
                        "planning afresh from the stack file")
             self.ctx.journal.finish(pending.id, "abandoned", failures=pending.failures)
-            self.ctx.alerts(self.topology).alert("abandoned", message, remediation=pending.id)
+            self._alert("abandoned", message, remediation=pending.id)
             self._adopt(self.ctx.topology())
             return False
         if pending.last_failure_at is not None:
@@ -247,7 +257,7 @@ class Watchdog:
             self.errors.append(err)
             outcome = None
         # Whatever happened, the stack file is the truth now.
-        self._adopt(self.ctx.topology())
+        self._adopt(await asyncio.to_thread(self.ctx.topology))
         if outcome is not None:
             self.outcomes.append(outcome)
             for node in (*outcome.plan.verify, *outcome.plan.replace):
