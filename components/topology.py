@@ -48,6 +48,7 @@ GALERA_PORT = 4567
 SSH_PORT = 22
 
 DEFAULT_POOL_PATH = "/var/lib/libvirt/mac"
+DOMAIN_TYPES = ("kvm", "qemu")
 URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "test")
 FENCE_NONE = "none"
 
@@ -83,6 +84,7 @@ class Host:
     address: str
     fence: str | None = None  # shell command that powers the host off; "none" to opt out
     pool_path: str = DEFAULT_POOL_PATH
+    domain_type: str = "kvm"  # "qemu" for hosts without KVM (software emulation, TCG)
 
 
 @dataclass(frozen=True)
@@ -353,13 +355,19 @@ def _parse_hosts(c: _Collector, value: Any) -> dict[str, Host]:
         spec_map = c.mapping(hpath, spec)
         if spec_map is None:
             continue
-        c.unknown_keys(hpath, spec_map, ["uri", "address", "fence", "poolPath"])
+        c.unknown_keys(hpath, spec_map, ["uri", "address", "fence", "poolPath", "domainType"])
         uri = c.string(f"{hpath}.uri", spec_map.get("uri"))
         address = c.string(f"{hpath}.address", spec_map.get("address"))
         fence = c.string(f"{hpath}.fence", spec_map.get("fence"), required=False)
         pool = c.string(f"{hpath}.poolPath", spec_map.get("poolPath"), required=False)
+        domain_type = c.string(f"{hpath}.domainType", spec_map.get("domainType"), required=False)
+        if domain_type is not None and domain_type not in DOMAIN_TYPES:
+            c.add(f"{hpath}.domainType", domain_type,
+                  f"use one of: {', '.join(DOMAIN_TYPES)} (qemu: software emulation, no KVM)")
+            domain_type = None
         if uri is not None and address is not None:
-            hosts[str(name)] = Host(str(name), uri, address, fence, pool or DEFAULT_POOL_PATH)
+            hosts[str(name)] = Host(str(name), uri, address, fence, pool or DEFAULT_POOL_PATH,
+                                    domain_type or "kvm")
     return hosts
 
 
@@ -582,4 +590,6 @@ def _host_config(h: Host) -> dict[str, Any]:
         spec["fence"] = h.fence
     if h.pool_path != DEFAULT_POOL_PATH:
         spec["poolPath"] = h.pool_path
+    if h.domain_type != "kvm":
+        spec["domainType"] = h.domain_type
     return spec

@@ -107,6 +107,7 @@ class Vm(pulumi.ComponentResource):
         self.domain = libvirt.Domain(
             f"{name}-domain",
             name=node.name,
+            type=args.host.host.domain_type,
             vcpu=args.size.vcpu,
             memory=args.size.memory_mib,
             # A host that comes back must not resurrect a VM that now runs elsewhere.

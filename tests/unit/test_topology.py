@@ -111,6 +111,7 @@ BROKEN: list[tuple[str, str, Any, str]] = [
     ("watchdog bad type", "watchdog", {"interval": "fast"},
      "mac:watchdog.interval = 'fast': must be a number"),
     ("webhook not http", "watchdog", {"webhookUrl": "ftp://x"}, "must be an http:// or https:// URL"),
+    ("bad domain type", "hosts.kvm2.domainType", "xen", "mac:hosts.kvm2.domainType = 'xen': use one of"),
     ("three mysql", "nodes.db3", {"role": "mysql", "host": "kvm3", "ip": "192.168.50.13"},
      "takes exactly 2 mysql nodes"),
 ]
@@ -142,6 +143,7 @@ def test_round_trip_through_config() -> None:
     raw["sizes"] = {"mysql": {"vcpu": 4, "memoryMiB": 8192, "diskGiB": 100}}
     raw["watchdog"] = {"cooldown": 60, "webhookUrl": "https://hooks.example.org/x"}
     raw["hosts"]["kvm1"]["fence"] = "none"
+    raw["hosts"]["kvm2"]["domainType"] = "qemu"
     t = parse_topology(raw)
     assert t.sizes[Role.MYSQL] == Size(4, 8192, 100)
     assert t.watchdog.cooldown_s == 60
