@@ -16,6 +16,10 @@ class LabError(RuntimeError):
     """A lab step failed; the message says which command and why."""
 
 
+class NetemUnavailable(LabError):
+    """This kernel has no sch_netem (CONFIG_NET_SCH_NETEM), so no latency/loss injection."""
+
+
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(["ip", *args], check=check)
 
@@ -120,7 +124,12 @@ def netem(ns: str, delay_ms: float = 0, loss_pct: float = 0) -> None:
         args += ["delay", f"{delay_ms}ms"]
     if loss_pct:
         args += ["loss", f"{loss_pct}%"]
-    run(["ip", "netns", "exec", ns, *args])
+    out = run(["ip", "netns", "exec", ns, *args], check=False)
+    if "qdisc kind is unknown" in out.stderr:
+        raise NetemUnavailable("this kernel has no sch_netem (CONFIG_NET_SCH_NETEM is not set): "
+                               "latency/loss injection needs a kernel with netem")
+    if out.returncode != 0:
+        raise LabError(f"tc netem in {ns} exited {out.returncode}: {out.stderr.strip()}")
 
 
 def clear_netem(ns: str) -> None:

@@ -13,7 +13,9 @@ import pytest
 
 from components.topology import Role
 from tests.lab.cluster import Lab
-from tests.lab.drills import restart_and_verify, run_drill
+from tests.lab.drills import DrillResult, restart_and_verify, run_drill
+from tests.lab.load import Load
+from tests.lab.netns import NetemUnavailable
 
 pytestmark = pytest.mark.lab
 
@@ -73,3 +75,41 @@ def test_db_node_death_writes_continue_and_nothing_acknowledged_is_lost(
     print("db node death:", result.report.summary(), "resync", round(resync.seconds, 2))
     assert result.report.acknowledged_tokens
     assert resync.missing == {n.name: set() for n in healthy_lab.topology.nodes_of(Role.MYSQL)}
+
+
+def test_host_death_lb_keeps_serving_and_loses_no_write(healthy_lab: Lab, record_property) -> None:
+    """A whole host goes silent (links cut, no resets): its web and DB node at once."""
+    host = healthy_lab.topology.nodes_of(Role.MYSQL)[0].host
+    with Load(healthy_lab.url, RATE, DURATION_S) as load:
+        time.sleep(KILL_AT_S)
+        killed_at = load.elapsed()
+        victims = healthy_lab.kill_host(host)
+    result = DrillResult(host, killed_at, load.report())
+    record_property("host_death", result.report.summary())
+    print("host death:", victims, result.report.summary())
+    assert {n.role for n in healthy_lab.topology.nodes.values() if n.name in victims} >= {
+        Role.MYSQL, Role.WEB}
+    later = result.after_kill(GRACE_S)
+    assert later and all(o.ok for o in later), [o for o in later if not o.ok][:3]
+    healthy_lab.revive_host(host)
+    db = next(n.name for n in healthy_lab.topology.nodes_of(Role.MYSQL) if n.name in victims)
+    for name in victims:
+        if name != db:
+            healthy_lab.start_node(name)
+    resync = restart_and_verify(healthy_lab, db, result)
+    assert resync.missing == {n.name: set() for n in healthy_lab.topology.nodes_of(Role.MYSQL)}
+
+
+def test_netem_slows_a_node_and_clearing_restores_it(healthy_lab: Lab) -> None:
+    web = healthy_lab.topology.nodes_of(Role.WEB)[1]
+    url = healthy_lab.topology.health_url(web)
+    try:
+        healthy_lab.netem(web.name, delay_ms=300)
+    except NetemUnavailable as err:
+        pytest.skip(str(err))
+    try:
+        slow = httpx.get(url, timeout=10).elapsed.total_seconds()
+    finally:
+        healthy_lab.clear_netem(web.name)
+    fast = httpx.get(url, timeout=10).elapsed.total_seconds()
+    assert slow >= 0.3 > fast
