@@ -7,7 +7,10 @@ Errors become the watchdog's own classes with one readable message each.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -52,8 +55,14 @@ class Deployer:
         self.sleep = sleep
         self.on_output = on_output or (lambda line: log.info("pulumi: %s", line))
         self._stack: auto.Stack | None = None
+        self._command: auto.PulumiCommand | None = None
 
     def command(self) -> auto.PulumiCommand:
+        if self._command is None:
+            self._command = self._find_command()
+        return self._command
+
+    def _find_command(self) -> auto.PulumiCommand:
         where = f"{self.pulumi_root}/bin/pulumi" if self.pulumi_root else "`pulumi` on PATH"
         try:
             return auto.PulumiCommand(root=str(self.pulumi_root) if self.pulumi_root else None)
@@ -81,9 +90,19 @@ class Deployer:
         return {"version": exported.version, "deployment": exported.deployment}
 
     def import_state(self, state: Mapping[str, Any]) -> None:
-        stack = self.stack()
-        deployment = auto.Deployment(version=state.get("version"), deployment=state.get("deployment"))
-        self._call("stack import", lambda: stack.import_stack(deployment))
+        """`pulumi stack import --file F`, the same argv as `Stack.import_stack`. Our own file,
+        though: the SDK leaves its temp file (plaintext secrets) behind when the import fails."""
+        self.stack()
+        assert self._command is not None
+        command = self._command
+        with tempfile.TemporaryDirectory(prefix="mac-watchdog-") as private:  # 0700
+            path = Path(private) / "state.json"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"version": state.get("version"), "deployment": state.get("deployment")},
+                          handle)
+            args = ["stack", "import", "--file", str(path), "--stack", self.stack_name]
+            self._call("stack import", lambda: command.run(args, str(self.project_dir), self.env))
 
     def up(self, replace: Sequence[str] = (), message: str | None = None) -> str:
         """Run `pulumi up`, streaming its output to the log; the update's result."""

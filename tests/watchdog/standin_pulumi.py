@@ -64,6 +64,9 @@ def main(argv: list[str], root: Path) -> int:
         print(json.dumps(_load(root / "state.json", {"version": 3, "deployment": {}})))
         return 0
     if args[:2] == ["stack", "import"]:
+        if _take(root, "import_fail"):
+            print("error: could not deserialize deployment: bad resource", file=sys.stderr)
+            return 255
         src = Path(args[args.index("--file") + 1])
         (root / "state.json").write_text(src.read_text())
         return 0
