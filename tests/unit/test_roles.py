@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from components.roles import Secrets, lb, mysql, post_boot_steps, user_data, web
@@ -218,3 +220,24 @@ def test_node_scripts_run_under_plain_python(script: str) -> None:
     out = subprocess.run(["python3", str(script_path(script)), "--help"], capture_output=True,
                          text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+@given(synced=st.booleans(), alive=st.booleans(), first=st.booleans(),
+       state=st.one_of(st.none(), st.builds(GraState, st.sampled_from(["", "00000000-0000-0000-0000-"
+                                                                       "000000000000", "3f1e-aa"]),
+                                            st.integers(-1, 10**6), st.booleans())))
+def test_galera_start_never_bootstraps_beside_a_live_group(synced: bool, alive: bool, first: bool,
+                                                           state: GraState | None) -> None:
+    action = decide(synced, alive, first, state).action
+    if alive or not first or synced:
+        assert action is not Action.BOOTSTRAP
+
+
+def test_cloud_init_accepts_every_node_config(topology: Topology, tmp_path: Path) -> None:
+    cloud_init = _need("cloud-init")
+    for node in topology.nodes.values():
+        path = tmp_path / f"{node.name}.yaml"
+        path.write_text(user_data(node, topology, SECRETS))
+        out = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True,
+                             text=True, check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
