@@ -4,7 +4,7 @@ It deploys nothing. Installed as ROOT/bin/pulumi by `install()`; everything it k
   argv.jsonl     one JSON list per call (what the Automation API sent)
   state.json     the stack's exported state (`stack export` prints it, `stack import` replaces it)
   behaviour.json optional knobs: {"up_fail": N} fail the next N `up`s; {"locked": N} answer the
-                 next N `up`s with "the stack is currently locked by"; {"up_sleep": S};
+                 next N `up`s with "the stack is currently locked by"; {"up_sleep": S}; {"import_fail": N};
                  {"missing_stack": true} -> `stack select` says "no stack named".
   counters.json  how many times each knob fired
 """

@@ -186,3 +186,20 @@ def test_standin_cli_failed_spare_prunes_and_writes_without_up(
     assert standin.commands() == [*SELECT, EXPORT, IMPORT]
     assert fences.calls == []
     assert load_topology(stack_path(project, S)).failed_hosts == ("spare1",)
+
+
+def test_standin_cli_failed_import_leaves_no_plaintext_state_behind(
+        project: Path, standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in, not a real deploy: the exported state holds secrets in plaintext; its temp file
+    is private and gone even when `stack import` fails."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    standin.behave(import_fail=1)
+    deployer = Deployer(project, S, pulumi_root=standin.root)
+    with pytest.raises(DeployFailed, match="could not deserialize"):
+        deployer.import_state(exported())
+    assert list(scratch.iterdir()) == []
+    deployer.import_state(exported())
+    assert standin.state() == exported()
+    assert list(scratch.iterdir()) == []
