@@ -273,7 +273,9 @@ def failover(
             raise RemediationRefused(p.reason)
         if dry_run or not p.steps:
             raise typer.Exit(EXIT_OK)
-        if not yes and not typer.confirm(f"Fence {host} and carry out this plan?", default=False):
+        question = (f"Fence {', '.join(p.fence)} and carry out this plan?" if p.fence
+                    else f"Carry out this plan for {host}?")
+        if not yes and not typer.confirm(question, default=False):
             raise _fail("not confirmed; nothing changed (pass --yes to skip the question)", EXIT_FOUND)
         outcome = ctx.remediator(topology).execute(p, "manual")
     typer.echo(f"done: remediation {outcome.id} ({', '.join(s.value for s in outcome.ran)})")
