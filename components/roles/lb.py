@@ -93,7 +93,7 @@ backend web
     balance roundrobin
     option httpchk GET {web_check.path}
     http-check expect status 200
-    default-server {CHECK_TIMING} observe layer4 error-limit 1 on-error mark-down
+    default-server {CHECK_TIMING} observe layer4 error-limit 3 on-error mark-down
 {web_servers}
 
 frontend monitor

@@ -110,7 +110,8 @@ class Load:
         return time.monotonic() - self._report.started
 
     def join(self) -> LoadReport:
-        deadline = time.monotonic() + self.total / self.rate + self.timeout_s + 10
+        # Bounded: a cluster slower than the rate gets twice the planned time, then we stop.
+        deadline = time.monotonic() + 2 * self.total / self.rate + self.timeout_s + 10
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._stop.set()
