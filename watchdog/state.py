@@ -17,6 +17,7 @@ from watchdog.errors import StateError
 
 LIBVIRT_PROVIDER_TYPE = "pulumi:providers:libvirt"
 DOMAIN_TYPE = "libvirt:index/domain:Domain"
+STACK_TYPE = "pulumi:pulumi:Stack"
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,29 @@ def _bound_to(r: Mapping[str, Any], removed: set[str]) -> bool:
 
 
 def prune(deployment: Mapping[str, Any], roots: Iterable[str]) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Remove `roots` and every resource bound to, parented by or depending on them (transitively).
+    """Remove `roots` and every resource bound to, parented by or depending on them (transitively),
+    then every component left without any of its children (the dead host's component, the Vm
+    components of the nodes that lived there: the program registers them afresh).
 
     Pure: returns a pruned deep copy and the URNs removed, in state order.
     """
     removed = set(roots)
     resources = _resources(deployment)
-    grew = True
+    children: dict[str, list[str]] = {}
+    for r in resources:
+        if r.get("parent"):
+            children.setdefault(r["parent"], []).append(r["urn"])
+    grew = bool(removed)
     while grew:  # dependents come after their dependencies in a state, but parents may not
         grew = False
         for r in resources:
-            if r["urn"] not in removed and _bound_to(r, removed):
-                removed.add(r["urn"])
+            urn = r["urn"]
+            if urn in removed:
+                continue
+            emptied = (not r.get("custom") and r.get("type") != STACK_TYPE and urn in children
+                       and all(c in removed for c in children[urn]))
+            if emptied or _bound_to(r, removed):
+                removed.add(urn)
                 grew = True
     out = copy.deepcopy(dict(deployment))
     if "resources" in out:

@@ -24,10 +24,14 @@ def test_prune_removes_the_provider_and_everything_bound_to_it(topology: Topolog
         "db1-root", "db1-cloud-init", "db1-domain", "web1-root", "web1-cloud-init", "web1-domain",
         "db1-bootstrap", "web1-app",  # deleted_with / depending on a dead domain
         "db2-join",  # depends on db1-bootstrap
-    }
+        "db1", "web1",  # Vm components left without children (registered afresh on the spare)
+    } | {"kvm1"}  # and the host's component (same name as its provider)
+    host_components = [r["urn"] for r in result.deployment["resources"]
+                       if r["type"] == "mac:index:HypervisorHost"]
+    assert names(host_components) == {"kvm2", "kvm3", "spare1"}
     left = names([r["urn"] for r in result.deployment["resources"]])
-    # the components stay (deleting a component needs no provider); other hosts are untouched
-    assert {"db1", "web1", "kvm2", "kvm2-pool", "db2-domain", "lb1-garbd", "web2-app"} <= left
+    # the cluster keeps its other children; other hosts are untouched
+    assert {"mac", "kvm2", "kvm2-pool", "db2", "db2-domain", "lb1-garbd", "web2-app"} <= left
     assert result.deployment["pending_operations"] == []
     # state order is kept
     order = [r["urn"] for r in before["resources"] if r["urn"] not in result.removed]
