@@ -83,7 +83,9 @@ def test_evs_keepalive_is_below_a_third_of_suspect_timeout() -> None:
 
 def test_haproxy_fronts_every_web_node_and_the_db_nodes(topology: Topology) -> None:
     node = topology.nodes_of(Role.LB)[0]
-    cfg = _files(_cloud_config(user_data(node, topology, SECRETS)))[lb.HAPROXY_CFG]
+    files = _files(_cloud_config(user_data(node, topology, SECRETS)))
+    cfg = files[lb.HAPROXY_CFG]
+    assert f"CONFIG={lb.HAPROXY_CFG}" in files[lb.HAPROXY_DROP_IN]
     assert f"bind {node.ip}:{LB_HTTP_PORT}" in cfg
     monitor = HEALTH_ENDPOINTS[Role.LB]
     assert f"bind {node.ip}:{monitor.port}" in cfg and f"monitor-uri {monitor.path}" in cfg
