@@ -19,10 +19,9 @@ from components.topology import (
 )
 
 PACKAGES = ("haproxy", "galera-arbitrator-4")
-# Our own file plus a drop-in that points Debian's haproxy.service at it: writing the
-# package's conffile (/etc/haproxy/haproxy.cfg) before the install would make dpkg ask.
-HAPROXY_CFG = "/etc/haproxy/mac-haproxy.cfg"
-HAPROXY_DROP_IN = "/etc/systemd/system/haproxy.service.d/mac.conf"
+# Debian's own path, written before the package installs: cloud-init runs apt-get with
+# --force-confold, so dpkg keeps this file instead of asking.
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 GARBD_UNIT = "/etc/systemd/system/mac-garbd.service"
 
 
@@ -161,7 +160,6 @@ def files(node: Node, topology: Topology) -> list[WriteFile]:
     return [
         WriteFile(HAPROXY_CFG, render_haproxy_cfg(node.name, node.ip, backends(topology, Role.WEB),
                                                   backends(topology, Role.MYSQL), VM_PATHS)),
-        WriteFile(HAPROXY_DROP_IN, f"[Service]\nEnvironment=\"CONFIG={HAPROXY_CFG}\"\n"),
         WriteFile(GARBD_UNIT, _garbd_unit(node, topology)),
     ]
 

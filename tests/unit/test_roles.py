@@ -85,7 +85,6 @@ def test_haproxy_fronts_every_web_node_and_the_db_nodes(topology: Topology) -> N
     node = topology.nodes_of(Role.LB)[0]
     files = _files(_cloud_config(user_data(node, topology, SECRETS)))
     cfg = files[lb.HAPROXY_CFG]
-    assert f"CONFIG={lb.HAPROXY_CFG}" in files[lb.HAPROXY_DROP_IN]
     assert f"bind {node.ip}:{LB_HTTP_PORT}" in cfg
     monitor = HEALTH_ENDPOINTS[Role.LB]
     assert f"bind {node.ip}:{monitor.port}" in cfg and f"monitor-uri {monitor.path}" in cfg
