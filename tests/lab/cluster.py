@@ -15,7 +15,7 @@ import httpx
 
 from components.roles import Secrets, mysql
 from components.stack_file import load_topology, stack_path
-from components.topology import HEALTH_ENDPOINTS, LB_HTTP_PORT, Node, Role, Topology
+from components.topology import LB_HTTP_PORT, Node, Role, Topology
 from tests.lab import daemons, netns
 from tests.lab.daemons import NodeDirs
 from tests.lab.netns import LabError
@@ -232,6 +232,3 @@ def down(directory: Path | None = None) -> list[str]:
         shutil.rmtree(directory)
         done.append(f"directory {directory}")
     return done
-
-
-__all__ = ["HEALTH_ENDPOINTS", "Lab", "LabError", "down", "wait_for"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from components.topology import Role
 from tests.lab.cluster import Lab
-from tests.lab.load import Load, LoadReport
+from tests.lab.load import Load, LoadReport, Outcome
 
 
 @dataclass
@@ -16,7 +16,7 @@ class DrillResult:
     killed_at_s: float  # seconds after the load started
     report: LoadReport
 
-    def after_kill(self, grace_s: float) -> list:
+    def after_kill(self, grace_s: float) -> list[Outcome]:
         """Outcomes of requests sent more than `grace_s` after the kill."""
         start = self.report.started + self.killed_at_s + grace_s
         return [o for o in self.report.outcomes if o.sent >= start]
