@@ -3,8 +3,9 @@
 Pure: the clock is whatever time the caller stamps on each observation, so tests drive it exactly.
 A target is failed after `fail_threshold` consecutive failures spanning at least `fail_after_s`,
 and healthy again after `recover_threshold` consecutive successes (hysteresis). The span runs
-from the start of the first failed probe to the end of the latest one: measured end-to-end, three
-probes one second apart never span "1.999 s" and cost a fourth interval.
+from when the first failed probe was asked for to the end of the latest one: measured that way,
+three probes one interval apart never span "1.999 s" (or less, after waiting for a concurrency
+slot behind hanging targets) and cost a fourth interval.
 """
 
 from __future__ import annotations
@@ -43,15 +44,18 @@ class Health:
 
 
 def step(health: Health, ok: bool, now: float, settings: WatchdogSettings,
-         error: str | None = None, latency_s: float | None = None) -> Health:
-    """The next health of a target after one probe result observed at `now`."""
+         error: str | None = None, latency_s: float | None = None,
+         asked_at: float | None = None) -> Health:
+    """The next health of a target after one probe result observed at `now` (asked for at
+    `asked_at`, default `now - latency_s`)."""
     h = replace(health, last_ok=ok, last_error=None if ok else error, latency_s=latency_s)
     if ok:
         h = replace(h, failures=0, first_failure_at=None, successes=h.successes + 1)
         if h.state is State.FAILED and h.successes < settings.recover_threshold:
             return h
         return _to(h, State.HEALTHY, now)
-    first = h.first_failure_at if h.first_failure_at is not None else now - (latency_s or 0.0)
+    started = asked_at if asked_at is not None else now - (latency_s or 0.0)
+    first = h.first_failure_at if h.first_failure_at is not None else started
     h = replace(h, failures=h.failures + 1, first_failure_at=first, successes=0)
     if h.state is State.FAILED:
         return h
@@ -76,7 +80,7 @@ class Detector:
         changed = []
         for r in results:
             old = self.health.get(r.key, Health())
-            new = step(old, r.ok, r.at, self.settings, r.error, r.latency_s)
+            new = step(old, r.ok, r.at, self.settings, r.error, r.latency_s, r.asked_at)
             self.health[r.key] = new
             if new.state is not old.state:
                 changed.append(r.key)

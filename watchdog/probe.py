@@ -55,6 +55,7 @@ class ProbeResult:
     latency_s: float
     error: str | None
     at: float  # clock reading when the probe finished
+    asked_at: float | None = None  # when the round asked for it (before waiting for a slot)
 
 
 def targets(
@@ -128,6 +129,7 @@ class Prober:
             yield await next_result
 
     async def probe(self, target: Target) -> ProbeResult:
+        asked = self.clock()
         async with self._semaphore:
             start = self.clock()
             ok, error = False, None
@@ -147,7 +149,7 @@ class Prober:
                 error = _describe(err)
                 self._drop(target.key)
             end = self.clock()
-            return ProbeResult(target.key, ok, end - start, error, end)
+            return ProbeResult(target.key, ok, end - start, error, end, asked)
 
     async def _http(self, key: str, url: str) -> int:
         if self.backend == "httpx":

@@ -55,6 +55,15 @@ def test_span_runs_from_the_first_probe_start_to_the_last_probe_end() -> None:
     assert h.state is F and h.first_failure_at == 10.0
 
 
+def test_span_counts_from_when_the_probe_was_asked_for() -> None:
+    """A first probe that waited 0.7 s for a concurrency slot still started the clock on time."""
+    d = Detector(S)
+    d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 10.71, asked_at=10.0)])
+    d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 11.01, asked_at=11.0)])
+    d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 12.01, asked_at=12.0)])
+    assert d.health["node:a"].state is F
+
+
 def test_detector_reports_changes_and_keeps_errors() -> None:
     d = Detector(S)
     changed = d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 0.0)])

@@ -101,12 +101,16 @@ def test_concurrency_is_bounded(servers: Servers) -> None:
     servers.up("127.0.3.40", SLOW)
     items = [Target(Kind.NODE, f"n{i}", f"http://127.0.3.40:{servers.port}/x?{i}", "web") for i in range(6)]
 
-    async def go() -> float:
+    async def go() -> tuple[float, list[ProbeResult]]:
         async with Prober(0.2, concurrency=2) as prober:
             start = time.monotonic()
-            await prober.probe_all(items)
-            return time.monotonic() - start
-    assert asyncio.run(go()) >= 3 * 0.2 - 0.02  # 6 probes, 2 at a time, 0.2 s each
+            results = await prober.probe_all(items)
+            return time.monotonic() - start, results
+    elapsed, results = asyncio.run(go())
+    assert elapsed >= 3 * 0.2 - 0.02  # 6 probes, 2 at a time, 0.2 s each
+    # latency is the probe's own; asked_at is when the round asked, before waiting for a slot
+    assert all(r.latency_s < 0.3 for r in results)
+    assert max(r.at - (r.asked_at or r.at) for r in results) >= 0.55
 
 
 def test_targets_cover_live_hosts_and_every_node(topology: Topology) -> None:
