@@ -147,6 +147,9 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
+# garbd keeps its view of the group (gvwstate.dat) in its working directory.
+StateDirectory=mac-garbd
+WorkingDirectory=/var/lib/mac-garbd
 ExecStart={shell_join(argv)}
 Restart=always
 RestartSec=2

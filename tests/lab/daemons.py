@@ -56,11 +56,14 @@ def haproxy_paths(dirs: NodeDirs) -> lb.HaproxyPaths:
 CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def spawn(state: LabState, ns: str, node: str, what: str, argv: list[str], log: Path) -> Proc:
+def spawn(state: LabState, ns: str, node: str, what: str, argv: list[str], dirs: NodeDirs,
+          log_name: str) -> Proc:
     """Run `argv` inside `ns` in its own session (so its process group can be killed whole)."""
-    with open(log, "ab") as out:
+    with open(dirs.log / log_name, "ab") as out:
+        # cwd = the node's directory: garbd keeps its view (gvwstate.dat) in its working directory.
         popen = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=out, stderr=out,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+                                 stdin=subprocess.DEVNULL, start_new_session=True,
+                                 cwd=dirs.root)
     CHILDREN[popen.pid] = popen
     proc = Proc(popen.pid, popen.pid, start_ticks(popen.pid) or 0, node, what)
     state.add_proc(proc)
@@ -110,7 +113,7 @@ def prepare_mysql(node: Node, topology: Topology, dirs: NodeDirs) -> Path:
 def start_clustercheck(state: LabState, ns: str, node: Node, dirs: NodeDirs) -> Proc:
     argv = mysql.clustercheck_argv(str(script_path("clustercheck.py")), node.ip,
                                    mysql_paths(dirs).socket)
-    return spawn(state, ns, node.name, "clustercheck", argv, dirs.log / "clustercheck.log")
+    return spawn(state, ns, node.name, "clustercheck", argv, dirs, "clustercheck.log")
 
 
 def start_galera(state: LabState, ns: str, node: Node, topology: Topology, dirs: NodeDirs,
@@ -132,7 +135,7 @@ def start_galera(state: LabState, ns: str, node: Node, topology: Topology, dirs:
         str(script_path("galera_start.py")), node, topology, mysql_paths(dirs).datadir,
         start_cmd=start(""), bootstrap_cmd=start(" --wsrep-new-cluster"))
     argv += ["--wait", str(timeout_s)]
-    proc = spawn(state, ns, node.name, "galera-start", argv, dirs.log / "galera-start.log")
+    proc = spawn(state, ns, node.name, "galera-start", argv, dirs, "galera-start.log")
     try:
         code = CHILDREN[proc.pid].wait(timeout_s + 10)
     except subprocess.TimeoutExpired:
@@ -168,7 +171,7 @@ def start_web(state: LabState, ns: str, node: Node, topology: Topology, dirs: No
     Path(paths.pid_file).unlink(missing_ok=True)
     # -D FOREGROUND instead of the VM's `-k start`: same config, but the parent stays our child.
     return spawn(state, ns, node.name, "apache2",
-                 ["apache2", "-f", str(conf), "-D", "FOREGROUND"], dirs.log / "apache2.out")
+                 ["apache2", "-f", str(conf), "-D", "FOREGROUND"], dirs, "apache2.out")
 
 
 # ---- lb -------------------------------------------------------------------------------------
@@ -180,12 +183,12 @@ def start_haproxy(state: LabState, ns: str, node: Node, topology: Topology, dirs
     cfg.write_text(lb.render_haproxy_cfg(node.name, node.ip, lb.backends(topology, Role.WEB),
                                          lb.backends(topology, Role.MYSQL), haproxy_paths(dirs)))
     run(["haproxy", "-c", "-q", "-f", str(cfg)])
-    return spawn(state, ns, node.name, "haproxy", ["haproxy", "-db", "-f", str(cfg)],
-                 dirs.log / "haproxy.log")
+    return spawn(state, ns, node.name, "haproxy", ["haproxy", "-db", "-f", str(cfg)], dirs,
+                 "haproxy.log")
 
 
 def start_garbd(state: LabState, ns: str, node: Node, topology: Topology, dirs: NodeDirs) -> Proc:
     dirs.log.mkdir(parents=True, exist_ok=True)
     argv = lb.garbd_argv(node.name, node.ip, [n.ip for n in topology.nodes_of(Role.MYSQL)],
                          topology.cluster_name)
-    return spawn(state, ns, node.name, "garbd", argv, dirs.log / "garbd.log")
+    return spawn(state, ns, node.name, "garbd", argv, dirs, "garbd.log")
