@@ -175,11 +175,12 @@ def _retire(topology: Topology, hosts: Iterable[str]) -> Topology:
                           failed_hosts=(*topology.failed_hosts, *hosts))
 
 
-def _checked(plan_: Plan) -> Plan:
+def _checked(plan_: Plan, original: Topology) -> Plan:
+    """The plan, or a refusal (keeping `original`) when its topology breaks a rule of the model."""
     problems = validate(plan_.topology)
     if problems:
         return Plan(Action.REFUSE, f"the new topology would break a rule: {problems[0]}",
-                    plan_.topology, notes=plan_.notes)
+                    original, notes=plan_.notes)
     return plan_
 
 
@@ -189,7 +190,7 @@ def _drop_idle(topology: Topology, hosts: list[str], notes: tuple[str, ...]) -> 
     return _checked(Plan(
         Action.NONE, f"{what} failed while running no node: dropped from mac:spares and recorded in "
         "mac:failedHosts (no deploy needed)", new, prune=tuple(hosts),
-        steps=(Step.PRUNE_STATE, Step.WRITE_CONFIG), notes=notes))
+        steps=(Step.PRUNE_STATE, Step.WRITE_CONFIG), notes=notes), topology)
 
 
 def _fits(topology: Topology, names: Iterable[str], host: str) -> bool:
@@ -238,7 +239,7 @@ def _failover_hosts(topology: Topology, busy: list[str], idle: list[str],
         Action.FAILOVER, reason, new, moves=tuple(moves),
         fence=tuple(busy),
         prune=tuple([*busy, *idle]), verify=verify,
-        steps=(Step.FENCE, Step.PRUNE_STATE, Step.WRITE_CONFIG, Step.UP, Step.VERIFY), notes=notes))
+        steps=(Step.FENCE, Step.PRUNE_STATE, Step.WRITE_CONFIG, Step.UP, Step.VERIFY), notes=notes), topology)
 
 
 def _heal_nodes(topology: Topology, nodes: tuple[str, ...], idle: list[str], history: History,
@@ -271,10 +272,10 @@ def _heal_nodes(topology: Topology, nodes: tuple[str, ...], idle: list[str], his
             Action.FAILOVER, reason, new, moves=tuple(moves), replace=in_place,
             prune=tuple(idle), verify=tuple(sorted(nodes)),
             steps=((Step.PRUNE_STATE,) if idle else ()) + (Step.WRITE_CONFIG, Step.UP, Step.VERIFY),
-            notes=notes))
+            notes=notes), topology)
     attempts = {n: history.replacements(n, now - ATTEMPT_WINDOW_S) + 1 for n in in_place}
     reason = "; ".join(f"node {n} failed on reachable host {topology.nodes[n].host}: replace it in "
                        f"place (attempt {attempts[n]} of {limit})" for n in in_place)
     steps = (Step.PRUNE_STATE, Step.WRITE_CONFIG) if idle else ()
     return _checked(Plan(Action.REPLACE, reason, new, replace=in_place, prune=tuple(idle),
-                         verify=in_place, steps=(*steps, Step.UP, Step.VERIFY), notes=notes))
+                         verify=in_place, steps=(*steps, Step.UP, Step.VERIFY), notes=notes), topology)
