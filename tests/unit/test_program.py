@@ -13,6 +13,7 @@ from pulumi.runtime.rpc import is_rpc_secret
 
 from components import roles
 from components.host import HypervisorHost
+from components.roles.lb import HAPROXY_CFG
 from components.stack_file import load_topology, stack_path
 from components.topology import Role, Topology
 from components.vm import GIB, mac_address
@@ -232,7 +233,7 @@ def test_haproxy_backends_are_the_web_nodes(evaluation: Evaluation) -> None:
     t = topology_of(evaluation)
     for lb in t.nodes_of(Role.LB):
         files = written_files(user_data(evaluation, lb.name))
-        config = files["/etc/haproxy/haproxy.cfg"]
+        config = files[HAPROXY_CFG]
         # The section that health-checks /health.php is the web backend.
         (web_backend,) = [s for s in re.split(r"\n(?=\S)", config) if "GET /health.php" in s]
         servers = re.findall(r"^\s*server\s+(\S+)\s+([\d.]+):(\d+)", web_backend, re.MULTILINE)
