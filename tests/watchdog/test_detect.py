@@ -123,7 +123,7 @@ def test_classify_isolation_when_more_than_the_share_fails(topology: Topology) -
     assert not classify(topology, health).isolated
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.booleans(), max_size=40), st.integers(1, 5), st.integers(1, 5),
        st.floats(0, 5))
 def test_property_failed_only_after_n_failures_spanning_t(outcomes: list[bool], n: int, m: int,

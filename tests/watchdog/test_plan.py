@@ -160,7 +160,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Topology, Failures, History]:
     return t, Failures(hosts=hosts, nodes=nodes, isolated=isolated), history
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(scenarios(), st.booleans())
 def test_property_plans_keep_the_rules(scenario: tuple[Topology, Failures, History], manual: bool) -> None:
     t, failures, history = scenario
