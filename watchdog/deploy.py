@@ -83,6 +83,10 @@ class Deployer:
                 self.stack_name, work_dir=str(self.project_dir), opts=options))
         return self._stack
 
+    def check(self) -> None:
+        """Find the CLI and select the stack (once); raises what a later call would raise."""
+        self.stack()
+
     def export_state(self) -> dict[str, Any]:
         """The stack's state, `{"version": N, "deployment": {...}}` (holds secrets: never log it)."""
         stack = self.stack()

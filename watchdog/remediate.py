@@ -45,6 +45,9 @@ Fencer = Callable[[Host, float], FenceResult]
 class StateBackend(Protocol):
     """What the pipeline needs from Pulumi (watchdog.deploy.Deployer, or a fake in tests)."""
 
+    def check(self) -> None:
+        """Raise (PulumiNotFound, DeployFailed, ...) unless the backend can be used right now."""
+
     def export_state(self) -> dict[str, Any]: ...
 
     def import_state(self, state: Mapping[str, Any]) -> None: ...
@@ -124,6 +127,10 @@ class Remediator:
                 raise RemediationRefused(
                     f"remediation {pending.id} ({pending.plan.reason}) is unfinished at step "
                     f"{pending.next_step}; it is resumed first (run the watchdog, or `failover` again)")
+            if {Step.PRUNE_STATE, Step.UP} & set(p.steps):
+                # Before anything happens: fencing a host and then finding no Pulumi CLI would
+                # leave the cluster worse off than doing nothing.
+                self.backend.check()
             rid = self.journal.begin(p, trigger)
             log.info("remediation %s: %s", rid, p.reason)
             return self._run(rid, p, frozenset(), resumed=False)

@@ -150,12 +150,10 @@ class Watchdog:
     async def _warm_up(self) -> None:
         """Find the CLI and select the stack now, so a remediation starts `up` without that delay
         and a missing CLI is reported at start, not in the middle of a failover."""
-        backend = self.ctx.deployer()
-        if isinstance(backend, Deployer):
-            try:
-                await asyncio.to_thread(backend.stack)
-            except WatchdogError as err:
-                log.error("%s (remediations will fail until this is fixed)", err)
+        try:
+            await asyncio.to_thread(self.ctx.deployer().check)
+        except WatchdogError as err:
+            log.error("%s (remediations will fail until this is fixed)", err)
 
     async def tick(self, prober: Prober) -> None:
         async for result in prober.probe_each(targets(self.topology, self.ctx.url_for, self.ctx.ssh_port)):

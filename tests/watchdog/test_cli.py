@@ -115,6 +115,7 @@ def test_failover_without_cli_is_one_clear_error(project: Path, tmp_path: Path) 
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "the Pulumi CLI was not found" in errors[0] and "install it" in errors[0]
     assert "FileNotFoundError" not in result.output
+    assert not (project / "state" / "journal.jsonl").exists()  # checked before fencing anything
 
 
 def test_standin_cli_failover_yes(project: Path, standin: StandIn, servers: Servers) -> None:
