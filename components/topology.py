@@ -236,7 +236,7 @@ class _Collector:
         return value
 
     def string(self, path: str, value: Any, required: bool = True) -> str | None:
-        if value is None:
+        if value is None or (value == "" and not required):  # "": Pulumi.yaml's default
             if required:
                 self.add(path, None, "is missing; set it to a string")
             return None
