@@ -1,7 +1,8 @@
 """Detection figures for the watchdog, printed as ONE JSON object (loopback only, bounded).
 
 - detection latency: a target turns unhealthy (503, or hangs past the probe timeout) -> the
-  detector says `failed`, at the default settings, with the real probes and the real loop;
+  detector says `failed`, at the default settings, with the real probes and the real rounds and
+  fast re-probes of suspects (watchdog.schedule);
 - false positives: healthy targets answering with 0-200 ms of random delay, for a while;
 - detection -> `up` started (fence excluded): the real `run` loop and pipeline against the STAND-IN
   pulumi from tests/watchdog (it deploys nothing; the time is the watchdog's own);
@@ -33,9 +34,10 @@ sys.path.insert(0, str(REPO))
 
 from components.stack_file import load_topology, stack_path  # noqa: E402
 from components.topology import Host, Node, WatchdogSettings  # noqa: E402
-from watchdog.detect import Detector, State  # noqa: E402
+from watchdog.detect import Detector, Health, State  # noqa: E402
 from watchdog.fence import FenceResult  # noqa: E402
 from watchdog.probe import Kind, Prober, Target  # noqa: E402
+from watchdog.schedule import Sweeper  # noqa: E402
 
 DEFAULTS = WatchdogSettings()
 LATENCY_TARGETS = 40  # per mode
@@ -148,16 +150,24 @@ def pct(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 async def watch(targets: list[Target], settings: WatchdogSettings, until: float) -> dict[str, float]:
-    """The loop as `run` does it (probe every interval); when each target first became failed."""
+    """The probing as `run` does it (a round every interval, suspects re-probed every suspect
+    interval in their own lanes); when each target first became failed."""
     detector = Detector(settings)
     failed_at: dict[str, float] = {}
+
+    def changed(key: str, health: Health) -> None:
+        if health.state is State.FAILED:
+            failed_at.setdefault(key, time.time())
+
     async with Prober(settings.probe_timeout_s, clock=time.time) as prober:
-        while time.time() < until and len(failed_at) < len(targets):
-            started = time.monotonic()
-            async for result in prober.probe_each(targets):
-                if detector.observe([result]) and detector.health[result.key].state is State.FAILED:
-                    failed_at.setdefault(result.key, time.time())
-            await asyncio.sleep(max(0.0, settings.interval_s - (time.monotonic() - started)))
+        sweeper = Sweeper(prober, detector, settings, on_change=changed)
+        try:
+            while time.time() < until and len(failed_at) < len(targets):
+                started = prober.clock()
+                await sweeper.round(targets)
+                await sweeper.pause(started)
+        finally:
+            await sweeper.close()
     return failed_at
 
 
@@ -225,10 +235,11 @@ def detection_to_up() -> dict[str, Any]:
             (project / "stacks").mkdir(parents=True)
             shutil.copy(REPO / "Pulumi.yaml", project)
             stack_text = TEST_STACK
-            for fast, default in (("interval: 0.05", "interval: 1"),
-                                  ("probeTimeout: 0.3", "probeTimeout: 0.8"),
-                                  ("failAfter: 0.1", "failAfter: 2"),
-                                  ("recoverThreshold: 2", "recoverThreshold: 3")):
+            for fast, default in (("interval: 0.05", f"interval: {DEFAULTS.interval_s:g}"),
+                                  ("probeTimeout: 0.3", f"probeTimeout: {DEFAULTS.probe_timeout_s:g}"),
+                                  ("failAfter: 0.1", f"failAfter: {DEFAULTS.fail_after_s:g}"),
+                                  ("recoverThreshold: 2",
+                                   f"recoverThreshold: {DEFAULTS.recover_threshold}")):
                 stack_text = stack_text.replace(fast, default)  # back to the default settings
             (project / "stacks" / "Pulumi.test.yaml").write_text(stack_text)
             topology = load_topology(stack_path(project, "test"))
@@ -330,6 +341,7 @@ def main() -> None:
     began = time.monotonic()
     out: dict[str, Any] = {"settings": {"interval_s": DEFAULTS.interval_s,
                                         "probe_timeout_s": DEFAULTS.probe_timeout_s,
+                                        "suspect_interval_s": DEFAULTS.suspect_interval_s,
                                         "fail_threshold": DEFAULTS.fail_threshold,
                                         "fail_after_s": DEFAULTS.fail_after_s}}
     out.update(detection_latency())

@@ -137,7 +137,7 @@ class WatchdogSettings:
     interval_s: float = 1.0
     probe_timeout_s: float = 0.8
     fail_threshold: int = 3  # consecutive failed probes before "failed"...
-    fail_after_s: float = 2.0  # ...spanning at least this long
+    fail_after_s: float = 1.0  # ...spanning at least this long
     recover_threshold: int = 3  # consecutive good probes before "healthy" again
     max_unhealthy_share: float = 0.5  # more than this failing at once: suspect our own network
     cooldown_s: float = 300.0
@@ -145,11 +145,16 @@ class WatchdogSettings:
     replace_attempts: int = 2  # in-place replacements of a node before moving it
     verify_timeout_s: float = 600.0
     webhook_url: str | None = None
+    # A target whose last probe failed (suspect) is probed again this often until it is failed or
+    # healthy (HAProxy's `fastinter`). Never slower than `interval_s`: when left at the default
+    # under a shorter interval, the interval is used (watchdog.detect.reprobe_interval).
+    suspect_interval_s: float = 0.5
 
 
 # Stack key (camelCase, as in the stack file) -> (dataclass field, type).
 WATCHDOG_KEYS: dict[str, tuple[str, type]] = {
     "interval": ("interval_s", float),
+    "suspectInterval": ("suspect_interval_s", float),
     "probeTimeout": ("probe_timeout_s", float),
     "failThreshold": ("fail_threshold", int),
     "failAfter": ("fail_after_s", float),
@@ -439,6 +444,10 @@ def _parse_watchdog(c: _Collector, value: Any) -> WatchdogSettings:
         c.add(f"{path}.maxUnhealthyShare", settings.max_unhealthy_share, "must be in (0, 1]")
     if settings.probe_timeout_s <= 0 or settings.interval_s <= 0:
         c.add(f"{path}.interval", settings.interval_s, "interval and probeTimeout must be > 0")
+    if "suspect_interval_s" in values and not 0 < settings.suspect_interval_s <= settings.interval_s:
+        c.add(f"{path}.suspectInterval", settings.suspect_interval_s,
+              f"must be > 0 and <= mac:watchdog.interval ({settings.interval_s:g} s): suspect "
+              "targets are re-probed at least as often as healthy ones")
     if settings.fail_threshold < 1 or settings.recover_threshold < 1:
         c.add(f"{path}.failThreshold", settings.fail_threshold, "thresholds must be at least 1")
     url = settings.webhook_url

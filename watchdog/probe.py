@@ -21,6 +21,9 @@ from components.topology import SSH_PORT, Node, Topology
 from watchdog.http1 import Connection, HttpError
 
 DEFAULT_CONCURRENCY = 64
+# Re-probes of suspect targets, on slots of their own: as many as the rounds have, so a burst of
+# suspects hanging until their timeout (each holds a slot that long) does not queue the others'.
+DEFAULT_FAST_CONCURRENCY = DEFAULT_CONCURRENCY
 Backend = Literal["native", "httpx"]
 Clock = Callable[[], float]
 
@@ -86,21 +89,28 @@ def _describe(err: BaseException) -> str:
 class Prober:
     """Runs probes with at most `concurrency` in flight and `timeout_s` for each one.
 
+    Re-probes of suspect targets (`probe(target, fast=True)`) run on `fast_concurrency` slots of
+    their own, so they never take a slot from the regular rounds: at most `concurrency +
+    fast_concurrency` probes are in flight. The caller never probes one target twice at once
+    (each target has one keep-alive connection).
+
     Use as `async with Prober(...) as prober:`; the HTTP client (and its keep-alive pool) lives as
     long as the block.
     """
 
     def __init__(self, timeout_s: float, concurrency: int = DEFAULT_CONCURRENCY,
-                 clock: Clock = time.monotonic, backend: Backend = "native") -> None:
-        if timeout_s <= 0 or concurrency < 1:
-            raise ValueError("timeout_s must be > 0 and concurrency >= 1")
+                 clock: Clock = time.monotonic, backend: Backend = "native",
+                 fast_concurrency: int = DEFAULT_FAST_CONCURRENCY) -> None:
+        if timeout_s <= 0 or concurrency < 1 or fast_concurrency < 1:
+            raise ValueError("timeout_s must be > 0, concurrency and fast_concurrency >= 1")
         self.timeout_s = timeout_s
         self.clock = clock
         self.backend = backend
         self._semaphore = asyncio.Semaphore(concurrency)
+        self._fast_semaphore = asyncio.Semaphore(fast_concurrency)
         self._client: httpx.AsyncClient | None = None
         self._connections: dict[str, Connection] = {}
-        self._concurrency = concurrency
+        self._concurrency = concurrency + fast_concurrency  # both lanes, for the httpx pool
 
     async def __aenter__(self) -> Prober:
         if self.backend == "httpx":
@@ -128,9 +138,10 @@ class Prober:
         for next_result in asyncio.as_completed([self.probe(t) for t in items]):
             yield await next_result
 
-    async def probe(self, target: Target) -> ProbeResult:
+    async def probe(self, target: Target, fast: bool = False) -> ProbeResult:
+        """One probe; `fast` for a re-probe of a suspect target (its own slots)."""
         asked = self.clock()
-        async with self._semaphore:
+        async with self._fast_semaphore if fast else self._semaphore:
             start = self.clock()
             ok, error = False, None
             try:
@@ -145,6 +156,9 @@ class Prober:
             except TimeoutError:
                 error = f"timeout after {self.timeout_s:g} s"
                 self._drop(target.key)
+            except asyncio.CancelledError:
+                self._drop(target.key)  # cut off mid-request: the connection is in no known state
+                raise
             except (httpx.HTTPError, HttpError, OSError, asyncio.IncompleteReadError) as err:
                 error = _describe(err)
                 self._drop(target.key)

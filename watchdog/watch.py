@@ -1,7 +1,9 @@
 """The watchdog loop: probe every interval, detect, plan, and hand remediations to a worker thread.
 
 Probing never stops while a remediation runs (it runs in a thread; the loop only awaits), so the
-detector keeps an up-to-date view, and the verify step probes on its own.
+detector keeps an up-to-date view, and the verify step probes on its own. Suspect targets are
+re-probed out of turn every suspect interval (watchdog.schedule); decisions are made at the end of
+each round.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from watchdog.journal import Journal
 from watchdog.plan import Action, Plan, plan
 from watchdog.probe import Kind, Prober, ProbeResult, target_key, targets
 from watchdog.remediate import Fencer, Outcome, Remediator, StateBackend, backoff_delay, describe
+from watchdog.schedule import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +133,20 @@ class Watchdog:
         rounds = self.rounds_for_once() if once else max_rounds
         done = 0
         async with Prober(s.probe_timeout_s) as prober:
-            if not self.dry_run:
-                await self._warm_up()
-            self._maybe_resume()
-            while rounds is None or done < rounds:
-                started = time.monotonic()
-                await self.tick(prober)
-                done += 1
-                if once and self.outcomes:
-                    break
-                await asyncio.sleep(max(0.0, s.interval_s - (time.monotonic() - started)))
+            sweeper = Sweeper(prober, self.detector, s, on_change=self._log_change)
+            try:
+                if not self.dry_run:
+                    await self._warm_up()
+                self._maybe_resume()
+                while rounds is None or done < rounds:
+                    started = prober.clock()
+                    await self.tick(sweeper)
+                    done += 1
+                    if once and self.outcomes:
+                        break
+                    await sweeper.pause(started)
+            finally:
+                await sweeper.close()
             if self._task is not None:
                 await self._finish_task()
             if self._background:
@@ -155,11 +162,13 @@ class Watchdog:
         except WatchdogError as err:
             log.error("%s (remediations will fail until this is fixed)", err)
 
-    async def tick(self, prober: Prober) -> None:
-        async for result in prober.probe_each(targets(self.topology, self.ctx.url_for, self.ctx.ssh_port)):
-            for key in self.detector.observe([result]):
-                h = self.detector.health[key]
-                log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "")
+    @staticmethod
+    def _log_change(key: str, h: Health) -> None:
+        log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "")
+
+    async def tick(self, sweeper: Sweeper) -> None:
+        """One round of probes (suspects in fast lanes are left to them), then decide."""
+        await sweeper.round(targets(self.topology, self.ctx.url_for, self.ctx.ssh_port))
         if self._task is not None:
             if not self._task.done():
                 return

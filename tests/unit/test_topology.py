@@ -111,6 +111,8 @@ BROKEN: list[tuple[str, str, Any, str]] = [
     ("watchdog bad type", "watchdog", {"interval": "fast"},
      "mac:watchdog.interval = 'fast': must be a number"),
     ("webhook not http", "watchdog", {"webhookUrl": "ftp://x"}, "must be an http:// or https:// URL"),
+    ("watchdog suspect interval > interval", "watchdog", {"suspectInterval": 2},
+     "mac:watchdog.suspectInterval = 2.0: must be > 0 and <= mac:watchdog.interval (1 s)"),
     ("bad domain type", "hosts.kvm2.domainType", "xen", "mac:hosts.kvm2.domainType = 'xen': use one of"),
     ("three mysql", "nodes.db3", {"role": "mysql", "host": "kvm3", "ip": "192.168.50.13"},
      "takes exactly 2 mysql nodes"),
