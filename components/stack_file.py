@@ -91,8 +91,14 @@ def write_topology(path: str | Path, topology: Topology) -> bool:
     if doc.get("config") is None:
         doc["config"] = {}
     config = doc["config"]
+    try:
+        before = to_config(parse_topology(config_values(doc, path)))
+    except TopologyError:
+        before = {}
     changed = False
     for key, value in to_config(topology).items():
+        if key in before and before[key] == value:
+            continue  # same meaning: keep the operator's spelling (explicit defaults, 2 vs 2.0)
         full = f"{NAMESPACE}:{key}"
         if full in config:
             merged, key_changed = _merge(config[full], value)
@@ -131,7 +137,9 @@ def _merge(old: Any, new: Any) -> tuple[Any, bool]:
             return old, False
         old[:] = new
         return old, True
-    return new, old != new or type(old) is not type(new)
+    # 2 and 2.0 are the same setting: only a real change (or a change of kind) rewrites it.
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new))
+    return new, old != new or (type(old) is not type(new) and not numbers)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -77,3 +77,11 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 def test_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
     with pytest.raises(TopologyError, match="no such stack file"):
         load_topology(tmp_path / "Pulumi.none.yaml")
+
+
+def test_unchanged_topology_never_rewrites_any_shipped_stack(tmp_path: Path) -> None:
+    """Numbers written as 2 in a file and held as 2.0 in the model are the same value."""
+    for name in stack_names(PROJECT):
+        copy = tmp_path / f"Pulumi.{name}.yaml"
+        shutil.copy(stack_path(PROJECT, name), copy)
+        assert write_topology(copy, load_topology(copy)) is False, name
