@@ -21,13 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from components.stack_file import (
-    config_values,
-    load_topology,
-    read_document,
-    stack_path,
-    write_topology,
-)
+from components.stack_file import load_topology, stack_path, write_topology
 from tests.engine import hypervisor
 from tests.engine.conftest import (
     PROGRAM_PROVIDERS,
@@ -45,10 +39,11 @@ LOCAL_POOL_ROOT = Path("/var/lib/libvirt/mac-engine-tests")
 
 
 def point_hosts_at_local_libvirtd(project: Path, stack: str) -> None:
-    """Rewrite the stack file so every host is the local libvirtd, each with its own pool dir."""
+    """Rewrite the stack file so every host is the local libvirtd (TCG), each with its own pool."""
     path = stack_path(project, stack)
     topo = load_topology(path)
-    hosts = {name: replace(h, uri=hypervisor.URI, pool_path=str(LOCAL_POOL_ROOT / stack / name))
+    hosts = {name: replace(h, uri=hypervisor.URI, pool_path=str(LOCAL_POOL_ROOT / stack / name),
+                           domain_type="qemu")
              for name, h in topo.hosts.items()}
     write_topology(path, topo.with_(hosts=hosts))
 
@@ -68,38 +63,19 @@ def program_providers() -> None:
     require_providers(*PROGRAM_PROVIDERS)
 
 
-# Keys Pulumi.yaml declares without a default: the real CLI refuses a stack that lacks any of
-# them ("validating stack config: Stack 'dev' is missing configuration values ...").
-UNDEFAULTED_KEYS = {"clusterName": "mac", "sshUser": "root", "sizes": "{}"}
-UNDEFAULTED_SECRETS = {"dbRootPassword": "engine-test-root", "dbAppPassword": "engine-test-app",
-                       "sshPrivateKey": "not-a-key"}
-
-
-def set_undefaulted_config(p: Pulumi, stack: str) -> None:
-    """Give the stack the undefaulted keys its file leaves out (keeps the ones it has)."""
-    present = set(config_values(read_document(stack_path(p.cwd, stack))))
-    for key, value in UNDEFAULTED_KEYS.items():
-        if key not in present:
-            p.run("config", "set", "--stack", stack, f"mac:{key}", value)
-    for key, value in UNDEFAULTED_SECRETS.items():
-        if key not in present:
-            p.run("config", "set", "--stack", stack, "--secret", f"mac:{key}", value)
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "Pulumi.yaml declares clusterName, sizes, sshUser, sshPrivateKey, dbRootPassword and "
-    "dbAppPassword without a `default`, so the real CLI treats them as required and refuses "
-    "stacks that leave them out; the mocks never check this. Fix Pulumi.yaml (give defaults or "
-    "drop the declarations), then remove this xfail."))
 @pytest.mark.parametrize("stack", ["dev", "prod", "ci"])
 def test_stack_config_passes_cli_validation(stack: str, tmp_path: Path,
                                             pulumi_in: PulumiFactory) -> None:
+    """The real CLI checks stack files against Pulumi.yaml's declarations (a key declared without
+    a default is required), which the mocks never do."""
     require_engine()
     project = copy_project(tmp_path / "mac", stacks=[stack])
     p = pulumi_in(project)
     p.run("stack", "init", stack)
     proc = p.run("preview", "--stack", stack, check=False)
-    assert "validating stack config" not in proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "validating stack config" not in out, out
+    assert "pulumi:pulumi:Stack" in out, out  # the program ran
 
 
 def test_program_reaches_the_providers(tmp_path: Path, pulumi_in: PulumiFactory) -> None:
@@ -111,7 +87,6 @@ def test_program_reaches_the_providers(tmp_path: Path, pulumi_in: PulumiFactory)
     project = copy_project(tmp_path / "mac", stacks=["dev"])
     p = pulumi_in(project)
     p.run("stack", "init", "dev")
-    set_undefaulted_config(p, "dev")
     proc = p.run("preview", "--stack", "dev", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -126,7 +101,6 @@ def test_preview(stack: str, tmp_path: Path, program_providers: None,
     point_hosts_at_local_libvirtd(project, stack)
     p = pulumi_in(project)
     p.run("stack", "init", stack)
-    set_undefaulted_config(p, stack)
     result = json.loads(p.run("preview", "--stack", stack, "--json").stdout)
     types = [s["newState"]["type"] for s in result["steps"] if s["op"] == "create"]
     topo = load_topology(stack_path(project, stack))
@@ -152,7 +126,6 @@ def test_ci_up_noop_move_destroy(tmp_path: Path, program_providers: None,
     hypervisor.tiny_qcow2(Path(topo.image.source))
     p = pulumi_in(project)
     p.run("stack", "init", "ci")
-    set_undefaulted_config(p, "ci")
     try:
         p.run("up", "--stack", "ci", "--yes", "--skip-preview", timeout=1200)
         domains = hypervisor.virsh("list", "--all", "--name").stdout.split()
