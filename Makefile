@@ -2,7 +2,7 @@
 PY      ?= .venv/bin/python
 STACK   ?= lab
 
-.PHONY: setup packages venv lint typecheck test test-fast lab lab-down engine bench validate
+.PHONY: setup packages engine-packages venv lint typecheck test test-fast lab lab-down engine bench validate
 
 # Everything a fresh Debian machine needs: the daemons the lab runs (as root) and the venv.
 setup: packages venv
@@ -14,6 +14,13 @@ packages:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 	    --no-install-recommends $(LAB_PACKAGES); \
 	else echo "not root: skipping Debian packages ($(LAB_PACKAGES))"; fi
+
+# A local hypervisor for the engine tests (libvirtd + TCG qemu, started by the tests by hand).
+ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+engine-packages:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(ENGINE_PACKAGES); \
+	else echo "not root: skipping Debian packages ($(ENGINE_PACKAGES))"; fi
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
