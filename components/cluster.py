@@ -100,7 +100,7 @@ class MediumAvailabilityCluster(pulumi.ComponentResource):
         }
         self.commands = {}
         self._last_step_on: dict[str, command.remote.Command] = {}
-        for step in roles.post_boot_steps(topology):
+        for step in roles.post_boot_steps(topology) if topology.post_boot else []:
             if step.name in self.commands:
                 raise pulumi.RunError(f"two post-boot steps are named {step.name}")
             self.commands[step.name] = self._post_boot_command(step, args)

@@ -18,6 +18,7 @@ from components.topology import NAMESPACE, Topology, TopologyError, parse_topolo
 # Keys holding YAML objects or lists (read with get_object); the rest are plain strings.
 STRUCTURED_KEYS = ("network", "image", "hosts", "spares", "failedHosts", "nodes", "sizes", "watchdog")
 STRING_KEYS = ("sshUser", "sshPublicKey", "clusterName")
+BOOL_KEYS = ("postBoot",)
 
 # Generated passwords: long and alphanumeric, so they are safe in my.cnf, SQL and shell quoting.
 GENERATED_PASSWORD_LENGTH = 32
@@ -44,6 +45,13 @@ def topology_from_config(config: pulumi.Config | None = None) -> Topology:
         text = config.get(key)
         if text is not None:
             raw[key] = text
+    for key in BOOL_KEYS:
+        try:
+            flag = config.get_bool(key)
+        except pulumi.ConfigTypeError:
+            raise pulumi.RunError(f"mac:{key} = {config.get(key)!r}: must be true or false") from None
+        if flag is not None:
+            raw[key] = flag
     try:
         return parse_topology(raw)
     except TopologyError as err:

@@ -183,6 +183,7 @@ class Topology:
     ssh_user: str = "root"
     ssh_public_key: str | None = None
     cluster_name: str = "mac"
+    post_boot: bool = True  # False: no post-boot SSH steps (a test stack whose VMs never boot)
 
     def nodes_on(self, host: str) -> list[Node]:
         return [n for n in self.nodes.values() if n.host == host]
@@ -303,6 +304,9 @@ def parse_topology(raw: Mapping[str, Any]) -> Topology:
     ssh_user = c.string(_key("sshUser"), raw.get("sshUser"), required=False) or "root"
     ssh_key = c.string(_key("sshPublicKey"), raw.get("sshPublicKey"), required=False)
     cluster = c.string(_key("clusterName"), raw.get("clusterName"), required=False) or "mac"
+    post_boot = raw.get("postBoot", True)
+    if not isinstance(post_boot, bool):
+        c.add(_key("postBoot"), post_boot, "must be true or false")
     if c.problems or network is None or image is None:
         raise TopologyError(c.problems)
     topology = Topology(
@@ -317,6 +321,7 @@ def parse_topology(raw: Mapping[str, Any]) -> Topology:
         ssh_user=ssh_user,
         ssh_public_key=ssh_key,
         cluster_name=cluster,
+        post_boot=post_boot is not False,
     )
     problems = validate(topology)
     if problems:
@@ -590,6 +595,8 @@ def to_config(t: Topology) -> dict[str, Any]:
         raw["sshPublicKey"] = t.ssh_public_key
     if t.cluster_name != "mac":
         raw["clusterName"] = t.cluster_name
+    if not t.post_boot:
+        raw["postBoot"] = False
     return raw
 
 

@@ -374,3 +374,18 @@ def test_a_broken_config_lists_every_problem() -> None:
     config["image"] = {"source": "/srv/images/debian.qcow2"}
     with pytest.raises(pulumi.RunError, match=r"(?s)mac:nodes\.db2\.ip.*mac:nodes\.web2\.host"):
         evaluate("prod", config)
+
+
+def test_ci_stack_without_post_boot_steps() -> None:
+    """mac:postBoot false (the engine tests' ci stack): VMs on TCG domains, no SSH steps."""
+    e = evaluate("ci")
+    assert not e.of_type(COMMAND)
+    assert len(e.of_type(DOMAIN)) == 5
+    assert {d.inputs["type"] for d in e.of_type(DOMAIN)} == {"qemu"}
+
+
+def test_post_boot_must_be_a_boolean() -> None:
+    config = stack_config("dev")
+    config["postBoot"] = "sometimes"
+    with pytest.raises(pulumi.RunError, match=r"mac:postBoot.*true or false"):
+        evaluate("dev", config)

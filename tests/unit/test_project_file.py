@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from components.pulumi_config import STRING_KEYS, STRUCTURED_KEYS
+from components.pulumi_config import BOOL_KEYS, STRING_KEYS, STRUCTURED_KEYS
 from components.stack_file import config_values, read_document, stack_names, stack_path
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ def declared() -> dict[str, dict]:
 
 def test_every_key_the_program_reads_is_declared_with_a_description() -> None:
     keys = declared()
-    for key in (*STRUCTURED_KEYS, *STRING_KEYS):
+    for key in (*STRUCTURED_KEYS, *STRING_KEYS, *BOOL_KEYS):
         assert key in keys, f"Pulumi.yaml does not declare mac:{key}"
         assert keys[key].get("description"), f"mac:{key} has no description"
 

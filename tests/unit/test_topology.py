@@ -114,6 +114,7 @@ BROKEN: list[tuple[str, str, Any, str]] = [
     ("watchdog suspect interval > interval", "watchdog", {"suspectInterval": 2},
      "mac:watchdog.suspectInterval = 2.0: must be > 0 and <= mac:watchdog.interval (1 s)"),
     ("bad domain type", "hosts.kvm2.domainType", "xen", "mac:hosts.kvm2.domainType = 'xen': use one of"),
+    ("postBoot not a bool", "postBoot", "yes", "mac:postBoot = 'yes': must be true or false"),
     ("three mysql", "nodes.db3", {"role": "mysql", "host": "kvm3", "ip": "192.168.50.13"},
      "takes exactly 2 mysql nodes"),
 ]
