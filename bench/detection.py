@@ -21,7 +21,6 @@ import logging
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from components.stack_file import load_topology, stack_path  # noqa: E402
 from components.topology import Host, Node, WatchdogSettings  # noqa: E402
+from tests.netutil import free_port  # noqa: E402
 from watchdog.detect import Detector, Health, State  # noqa: E402
 from watchdog.fence import FenceResult  # noqa: E402
 from watchdog.probe import Kind, Prober, Target  # noqa: E402
@@ -120,24 +120,6 @@ def servers(spec: dict[str, Any]):  # type: ignore[no-untyped-def]
     finally:
         proc.kill()
         proc.wait()
-
-
-def free_port() -> int:
-    """A free port below the ephemeral range: a probe to a closed port in that range can, rarely,
-    connect to itself (TCP simultaneous open) and make a dead target look alive."""
-    low = 32768
-    with contextlib.suppress(OSError, ValueError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(10000, max(10001, low))
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
 
 
 def pct(values: list[float], q: float) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import shutil
 import socket
 import threading
@@ -19,6 +18,7 @@ import pytest
 
 from components.stack_file import load_topology, stack_path
 from components.topology import HEALTH_ENDPOINTS, Node, Topology
+from tests.netutil import free_port
 from tests.watchdog import standin_pulumi
 
 REPO = Path(__file__).resolve().parents[2]
@@ -206,24 +206,6 @@ class Servers:
             self.up(node.ip)
         for name in topology.live_hosts:
             self.up(topology.hosts[name].address)
-
-
-def free_port() -> int:
-    """A free port below the ephemeral range: a probe to a closed port in that range can, rarely,
-    connect to itself (TCP simultaneous open) and make a dead target look alive."""
-    low = 32768
-    with contextlib.suppress(OSError, ValueError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(10000, max(10001, low))
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
 
 
 @pytest.fixture
