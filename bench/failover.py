@@ -1,9 +1,11 @@
 """What a node death costs the clients, measured on the lab cluster; prints one JSON object.
 
-Brings up the lab (root, namespaces, real daemons), then runs two drills at a fixed request rate
-through the LB (`/index.php?token=...`, each a write): SIGKILL of a web node, then of the DB node
-that takes the writes, which is restarted afterwards to measure the resync and to check that
-every acknowledged write is on both DB nodes. The lab is removed at the end, also on errors.
+Brings up the lab (root, namespaces, real daemons), then runs three drills at a fixed request rate
+through the LB (`/index.php?token=...`, each a write): SIGKILL of a web node; SIGKILL of the DB
+node that takes the writes, which is restarted afterwards to measure the resync and to check that
+every acknowledged write is on both DB nodes; then that node's whole host goes silent (links cut
+first, so no FIN or RST: its web node and DB node at once), and is revived and checked the same
+way. `max_ms` is the worst single request. The lab is removed at the end, also on errors.
 
 Usage: .venv/bin/python bench/failover.py [--rate 500] [--duration 20] [--kill-at 10]
 """
@@ -19,9 +21,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from components.roles import lb
 from components.topology import Role
 from tests.lab.cluster import Lab
-from tests.lab.drills import DrillResult, restart_and_verify, run_drill
+from tests.lab.drills import (
+    DrillResult,
+    restart_and_verify,
+    revive_host_and_verify,
+    run_drill,
+    run_host_drill,
+)
 from tests.lab.requirements import skip_reason
 
 
@@ -63,6 +72,17 @@ def main() -> int:
         out["db_node_death"] = {**figures(result, args.duration),
                                 "writes_acknowledged": len(result.report.acknowledged_tokens),
                                 "writes_lost": len(lost), "resync_s": round(resync.seconds, 2)}
+        lab.wait_healthy(60)
+        time.sleep(2)
+
+        host = lab.node(db).host  # that writer's host, with a web node: all goes silent
+        result, victims = run_host_drill(lab, host, args.rate, args.duration, args.kill_at)
+        resync = revive_host_and_verify(lab, host, victims, result)
+        lost = set().union(*resync.missing.values())
+        out["host_death"] = {**figures(result, args.duration), "victims": victims,
+                             "web_server_timeout_s": lb.WEB_SERVER_TIMEOUT_S,
+                             "writes_acknowledged": len(result.report.acknowledged_tokens),
+                             "writes_lost": len(lost), "resync_s": round(resync.seconds, 2)}
     finally:
         lab.teardown()
     print(json.dumps(out))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from components.roles.cloud_config import WriteFile
 from components.roles.common import shell_join
 from components.roles.mysql import EVS_OPTIONS
+from components.roles.web import APP_DB_BUDGET_S, APP_DB_CONNECT_TIMEOUT_S
 from components.topology import (
     GALERA_PORT,
     HEALTH_ENDPOINTS,
@@ -40,8 +41,26 @@ class HaproxyPaths:
 
 
 VM_PATHS = HaproxyPaths()
-# Active checks: a dead server is out after 2 failed checks (~0.5-0.75 s), back after 2 good ones.
+# Active checks: a dead server is out after 2 failed checks (~0.5-1.25 s), back after 2 good ones.
 CHECK_TIMING = "inter 500ms fastinter 250ms downinter 1s fall 2 rise 2"
+# A connect on the LAN takes well under a millisecond. A server that stays silent (its host died,
+# no RST) fails the attempt after this long and the request is retried on another server. Checks
+# use min(this, inter) as their connect timeout, so this also speeds up detecting a silent node.
+CONNECT_TIMEOUT_MS = 250
+# How long a web node may take to start answering before the request is replayed elsewhere
+# (`retry-on response-timeout`). It bounds how long a request that was in flight on a web node
+# whose host went silent waits (with 10 s, that was the worst request of a host death). It must
+# not cut a healthy page: pages take milliseconds, and during a DB fail-over the app keeps trying
+# for its DB budget, plus the connect timeout of the attempt in progress when the budget runs out,
+# then answers (200 or 503). A query stuck on a writer that went silent is cut by the DB frontend
+# below when the writer is marked down (~1 s), and the app moves on within that same budget.
+# HAProxy 2.6 replays on a timeout whatever the method (measured: a POST too), so replays are
+# limited to what the app makes idempotent (see the web backend).
+# `on-marked-down shutdown-sessions` on the web servers was measured too: it frees the in-flight
+# requests of a dead node as soon as checks mark it down (~1 s) and those are replayed, but it
+# kills the requests still connecting to it at that instant, without a retry (5 to 11 failed
+# requests per host death at 200 req/s).
+WEB_SERVER_TIMEOUT_S = APP_DB_BUDGET_S + APP_DB_CONNECT_TIMEOUT_S
 
 
 def render_haproxy_cfg(lb_name: str, lb_ip: str, web: Sequence[Backend], db: Sequence[Backend],
@@ -49,8 +68,9 @@ def render_haproxy_cfg(lb_name: str, lb_ip: str, web: Sequence[Backend], db: Seq
                        mysql_port: int = MYSQL_PORT) -> str:
     """haproxy.cfg: the app on `http_port`, a monitor URI, and a single-writer DB frontend.
 
-    Failover without failed requests: fast active checks, passive checks on live traffic, and
-    L7 retries that redispatch to another server (the app's requests are idempotent).
+    Failover without failed requests: fast active checks, passive checks on live traffic, short
+    connect and server timeouts, and L7 retries that redispatch to another server (for the
+    requests the app makes idempotent).
     """
     web_check = HEALTH_ENDPOINTS[Role.WEB]
     db_check = HEALTH_ENDPOINTS[Role.MYSQL]
@@ -76,9 +96,9 @@ defaults
     mode http
     log global
     option dontlognull
-    timeout connect 1s
+    timeout connect {CONNECT_TIMEOUT_MS}ms
     timeout client 30s
-    timeout server 10s
+    timeout server {round(WEB_SERVER_TIMEOUT_S * 1000)}ms
     timeout http-request 10s
     timeout http-keep-alive 10s
     timeout check 2s
@@ -96,6 +116,12 @@ backend web
     option httpchk GET {web_check.path}
     http-check expect status 200
     default-server {CHECK_TIMING} observe layer4 error-limit 3 on-error mark-down
+    # Replays (any retry beyond a failed connect) only for what the app makes idempotent: reads,
+    # and the visit counter's write when it carries its ?token= (app/index.php).
+    acl replayable method GET HEAD
+    acl visit path / /index.php
+    acl has_token url_param(token) -m found
+    http-request disable-l7-retry if !replayable || visit !has_token
 {web_servers}
 
 frontend monitor

@@ -100,6 +100,16 @@ SetEnv MAC_APP_CONFIG "{p.app_config}"
 """
 
 
+# The app's DB time budget (app/lib/db.php): how long a page keeps trying the DB hosts before it
+# answers 503; the attempt in progress when it runs out may add one connect timeout. HAProxy's
+# server timeout (lb.WEB_SERVER_TIMEOUT_S) is budget + connect timeout: a slow but healthy page
+# is not cut and replayed, and a request on a silent web node waits no longer than that. A query
+# blocked until Galera evicts a dead member (~1.5 s) is an attempt in progress: the budget need
+# not cover it. Was 4 s for index.php, longer than any LB server timeout that helps a host death.
+APP_DB_BUDGET_S = 1.5
+APP_DB_CONNECT_TIMEOUT_S = 1  # whole seconds: MYSQLI_OPT_CONNECT_TIMEOUT takes an int
+
+
 def render_app_config(node_name: str, db_hosts: Sequence[str], password: str,
                       port: int = MYSQL_PORT, database: str = APP_DB_NAME,
                       user: str = APP_DB_USER) -> str:
@@ -111,17 +121,22 @@ def render_app_config(node_name: str, db_hosts: Sequence[str], password: str,
         "database": database,
         "user": user,
         "password": password,
-        "connect_timeout_s": 1,
+        "connect_timeout_s": APP_DB_CONNECT_TIMEOUT_S,
         "read_timeout_s": 5,
-        "retry_budget_s": 4.0,
-        "health_budget_s": 1.5,
+        "retry_budget_s": APP_DB_BUDGET_S,
+        "health_budget_s": APP_DB_BUDGET_S,
     }, indent=2) + "\n"
 
 
 def db_hosts(topology: Topology) -> list[str]:
-    """The LB's DB frontend first (it follows clustercheck), then every DB node directly."""
-    return [*(n.ip for n in topology.nodes_of(Role.LB)),
-            *(n.ip for n in topology.nodes_of(Role.MYSQL))]
+    """The LB's DB frontend first (it follows clustercheck), then every DB node directly.
+
+    The direct fallbacks start with the LB's backup, not its preferred writer: when the LB path
+    fails, the likeliest cause is that this writer died, so the app goes where the LB is moving
+    everyone anyway instead of spending its connect timeout on a dead (maybe silent) node.
+    """
+    db = [n.ip for n in topology.nodes_of(Role.MYSQL)]
+    return [*(n.ip for n in topology.nodes_of(Role.LB)), *db[1:], *db[:1]]
 
 
 def app_sources() -> dict[str, str]:

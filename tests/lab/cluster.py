@@ -184,12 +184,14 @@ class Lab:
         netns.set_link(netns.veth_name(name), up=True)
 
     def kill_host(self, host: str) -> list[str]:
-        """The host dies: its nodes' processes and links, and its management address."""
+        """The host goes silent, as on a power loss: links cut first (management address too),
+        then its nodes' processes killed, so their peers get no FIN or RST, only silence."""
         victims = [n.name for n in self.topology.nodes.values() if n.host == host]
+        netns.set_link(netns.veth_name(f"h-{host}"), up=False)
+        for name in victims:
+            self.cut_link(name)
         for name in victims:
             self.kill_node(name)
-            self.cut_link(name)
-        netns.set_link(netns.veth_name(f"h-{host}"), up=False)
         return victims
 
     def revive_host(self, host: str) -> None:

@@ -31,6 +31,26 @@ def run_drill(lab: Lab, victim: str, rate: float, duration_s: float, kill_at_s: 
     return DrillResult(victim, killed_at, load.report())
 
 
+def run_host_drill(lab: Lab, host: str, rate: float, duration_s: float,
+                   kill_at_s: float) -> tuple[DrillResult, list[str]]:
+    """Steady load through the LB; the whole `host` goes silent at `kill_at_s` (see kill_host)."""
+    with Load(lab.url, rate, duration_s) as load:
+        time.sleep(max(0.0, kill_at_s - load.elapsed()))
+        killed_at = load.elapsed()
+        victims = lab.kill_host(host)
+    return DrillResult(host, killed_at, load.report()), victims
+
+
+def revive_host_and_verify(lab: Lab, host: str, victims: list[str], result: DrillResult) -> Resync:
+    """Links back, the host's nodes restarted; its DB node resyncs and holds every acknowledged write."""
+    lab.revive_host(host)
+    db = next(n for n in victims if lab.node(n).role is Role.MYSQL)
+    for name in victims:
+        if name != db:
+            lab.start_node(name)
+    return restart_and_verify(lab, db, result)
+
+
 @dataclass
 class Resync:
     seconds: float

@@ -64,10 +64,15 @@ class LoadReport:
             return values[0]
         return statistics.quantiles(values, n=100, method="inclusive")[int(quantile * 100) - 1]
 
+    def longest_request_s(self) -> float:
+        """The longest a single client waited for an answer, whatever the answer."""
+        return max((o.done - o.sent for o in self.outcomes), default=0.0)
+
     def summary(self) -> dict[str, float | int]:
         return {"requests": self.requests, "failed": len(self.failed),
                 "longest_stall_s": round(self.longest_stall_s(), 3),
-                "p50_ms": round(self.latency_ms(0.50), 2), "p99_ms": round(self.latency_ms(0.99), 2)}
+                "p50_ms": round(self.latency_ms(0.50), 2), "p99_ms": round(self.latency_ms(0.99), 2),
+                "max_ms": round(self.longest_request_s() * 1000, 2)}
 
 
 class Load:

@@ -23,3 +23,9 @@ def test_latency_percentiles_ignore_failures() -> None:
     assert abs(report.latency_ms(0.50) - 10.0) < 1e-6
     summary = report.summary()
     assert summary["requests"] == 100 and summary["failed"] == 1
+
+
+def test_longest_request_counts_failures_too() -> None:
+    report = _report((0.0, 0.1, 200), (0.1, 2.6, 200), (0.2, 3.0, None))
+    assert abs(report.longest_request_s() - 2.8) < 1e-9
+    assert report.summary()["max_ms"] == 2800.0

@@ -97,12 +97,31 @@ def test_haproxy_fronts_every_web_node_and_the_db_nodes(topology: Topology) -> N
         assert needle in cfg
 
 
+def test_lb_server_timeout_covers_the_app_and_replays_only_idempotent_requests(
+        topology: Topology) -> None:
+    node = topology.nodes_of(Role.LB)[0]
+    cfg = _files(_cloud_config(user_data(node, topology, SECRETS)))[lb.HAPROXY_CFG]
+    # A page answers within its DB budget plus the connect timeout of its last attempt.
+    assert lb.WEB_SERVER_TIMEOUT_S >= web.APP_DB_BUDGET_S + web.APP_DB_CONNECT_TIMEOUT_S
+    assert f"timeout server {round(lb.WEB_SERVER_TIMEOUT_S * 1000)}ms" in cfg
+    assert f"timeout connect {lb.CONNECT_TIMEOUT_MS}ms" in cfg
+    assert lb.CONNECT_TIMEOUT_MS <= 500  # checks connect with min(timeout connect, inter 500ms)
+    assert "response-timeout" in cfg
+    assert "http-request disable-l7-retry if !replayable || visit !has_token" in cfg
+    web_backend = cfg.split("backend web", 1)[1].split("\nfrontend", 1)[0]
+    # It kills the requests still connecting to a node marked down, without a retry.
+    assert "shutdown-sessions" not in web_backend
+
+
 def test_web_app_config_points_at_lb_then_db_nodes(topology: Topology) -> None:
     node = topology.nodes_of(Role.WEB)[0]
     files = _files(_cloud_config(user_data(node, topology, SECRETS)))
     config = json.loads(files[web.VM_PATHS.app_config])
-    expected = [*(n.ip for n in topology.nodes_of(Role.LB)), *(n.ip for n in topology.nodes_of(Role.MYSQL))]
+    db = [n.ip for n in topology.nodes_of(Role.MYSQL)]
+    # The LB first; then the LB's backup (where it fails over to), its preferred writer last.
+    expected = [*(n.ip for n in topology.nodes_of(Role.LB)), *db[1:], db[0]]
     assert config["hosts"] == expected
+    assert config["retry_budget_s"] == config["health_budget_s"] == web.APP_DB_BUDGET_S
     assert config["password"] == SECRETS.db_app_password
     assert f"Listen {node.ip}:80" in files[web.CONF_PATH]
     for name in web.APP_FILES:
