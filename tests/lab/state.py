@@ -12,7 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_DIR = REPO / ".lab"
+# Not inside the checkout: the daemons run as their own users (mysql, www-data), and a checkout
+# may sit below a directory only root can enter (a clone in a `mktemp -d` is 0700). There is one
+# lab per machine anyway (one bridge, one namespace prefix).
+DEFAULT_DIR = Path("/var/tmp/mac-lab")
 NS_PREFIX = "maclab-"  # every lab namespace carries it; `down` also removes strays by it
 
 
