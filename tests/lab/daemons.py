@@ -40,7 +40,7 @@ def mysql_paths(dirs: NodeDirs) -> mysql.MysqlPaths:
 
 
 def apache_paths(dirs: NodeDirs) -> web.ApachePaths:
-    return web.ApachePaths(server_root=str(dirs.root), docroot=str(web.APP_SOURCE_DIR),
+    return web.ApachePaths(server_root=str(dirs.root), docroot=str(dirs.root / "www"),
                            runtime_dir=str(dirs.run), pid_file=str(dirs.run / "httpd.pid"),
                            error_log=str(dirs.log / "error.log"),
                            access_log=str(dirs.log / "access.log"),
@@ -161,6 +161,11 @@ def start_web(state: LabState, ns: str, node: Node, topology: Topology, dirs: No
     paths = apache_paths(dirs)
     for d in (dirs.root, dirs.log, dirs.run):
         d.mkdir(parents=True, exist_ok=True)
+    # The app's files as the role writes them into a VM (www-data may not enter the checkout).
+    for name, text in web.app_sources().items():
+        target = Path(paths.docroot) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
     config = Path(paths.app_config)
     config.write_text(web.render_app_config(node.name, web.db_hosts(topology), app_password))
     shutil.chown(config, "root", paths.group)
