@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from tests.lab import daemons
-from tests.lab.cluster import Lab, LabError, down
+from tests.lab.cluster import Lab, LabError, down, tcp_open
 from tests.lab.requirements import skip_reason
 
 app = typer.Typer(add_completion=False, help="The MAC cluster for real on this machine (root).")
@@ -25,8 +25,9 @@ def _table(lab: Lab) -> str:
         lines.append(f"{s.node:<8} {role:<6} {s.host:<10} {s.ip:<15} {health:<7} {s.health_url}")
     for host in lab.topology.hosts.values():
         kind = "spare" if host.name in lab.topology.spares else "host"
-        lines.append(f"{host.name:<8} {kind:<6} {host.name:<10} {host.address:<15} {'-':<7} "
-                     "(management address)")
+        ssh = "22" if tcp_open(host.address, 22) else "down"
+        lines.append(f"{host.name:<8} {kind:<6} {host.name:<10} {host.address:<15} {ssh:<7} "
+                     "(management address, sshd)")
     return "\n".join(lines)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,14 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
+def tcp_open(address: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> float:
     """Poll `check` until true; returns the seconds it took. LabError on timeout."""
     start = time.monotonic()
@@ -80,6 +90,9 @@ class Lab:
     def dirs(self, name: str) -> NodeDirs:
         return NodeDirs(self.dir / "nodes" / name)
 
+    def host_dirs(self, host: str) -> NodeDirs:
+        return NodeDirs(self.dir / "hosts" / host)
+
     @property
     def lb(self) -> Node:
         return self.topology.nodes_of(Role.LB)[0]
@@ -105,6 +118,8 @@ class Lab:
             self._namespace(mgmt_ns(host.name), f"h-{host.name}", host.address, names)
         for node in self.topology.nodes.values():
             self._namespace(ns_of(node.name), node.name, node.ip, names)
+        for name in self.topology.hosts:
+            self.start_host(name)
         for node in self.topology.nodes_of(Role.MYSQL):
             self.start_node(node.name)
         first = self.topology.nodes_of(Role.MYSQL)[0]
@@ -123,6 +138,12 @@ class Lab:
         self.state.add("etc_netns", ns)
         netns.write_etc(ns, names)
         netns.create_namespace(ns, netns.veth_name(short), ip, net.prefix_len, net.bridge, net.gateway)
+
+    def start_host(self, host: str) -> None:
+        """The host's own daemon: sshd on its management address, port 22 (the watchdog probes it)."""
+        address = self.topology.hosts[host].address
+        daemons.start_sshd(self.state, mgmt_ns(host), host, address, self.host_dirs(host))
+        wait_for(f"sshd of {host} on {address}:22", lambda: tcp_open(address, 22), 10, 0.05)
 
     def start_node(self, name: str) -> None:
         """Start a node's daemons (again): a DB node joins through mac-galera-start."""
@@ -185,20 +206,36 @@ class Lab:
 
     def kill_host(self, host: str) -> list[str]:
         """The host goes silent, as on a power loss: links cut first (management address too),
-        then its nodes' processes killed, so their peers get no FIN or RST, only silence."""
+        then its nodes' processes and its own sshd killed, so peers get no FIN or RST, only silence."""
         victims = [n.name for n in self.topology.nodes.values() if n.host == host]
         netns.set_link(netns.veth_name(f"h-{host}"), up=False)
         for name in victims:
             self.cut_link(name)
         for name in victims:
             self.kill_node(name)
+        self.kill_node(f"h-{host}")  # the host's sshd (its namespace is ns_of("h-HOST"))
         return victims
 
     def revive_host(self, host: str) -> None:
+        """Links back and the host's sshd started again (the host booted); its nodes stay down."""
         netns.set_link(netns.veth_name(f"h-{host}"), up=True)
         for node in self.topology.nodes.values():
             if node.host == host:
                 self.restore_link(node.name)
+        self.start_host(host)
+
+    def isolate_root(self) -> None:
+        """Cut the root namespace (where a watchdog runs) off from the whole lab network at once;
+        the namespaces still reach each other. `end_isolation` (or `down`) undoes it."""
+        cidr = str(ipaddress.ip_network(self.topology.network.cidr, strict=False))
+        self.state.add("rules", cidr)
+        netns.add_rule(netns.isolation_rule(cidr))
+
+    def end_isolation(self) -> None:
+        for cidr in self.state.rules:
+            netns.delete_rule(netns.isolation_rule(cidr))
+        self.state.rules.clear()
+        self.state.save()
 
     def netem(self, name: str, delay_ms: float = 0, loss_pct: float = 0) -> None:
         netns.netem(ns_of(name), delay_ms, loss_pct)
@@ -219,6 +256,8 @@ def down(directory: Path | None = None) -> list[str]:
         if start_ticks(proc.pid) == proc.start_ticks:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pgid, signal.SIGKILL)
+    for cidr in state.rules:
+        netns.delete_rule(netns.isolation_rule(cidr))
     for ns in sorted({*state.namespaces, *(n for n in netns.namespaces() if n.startswith(NS_PREFIX))}):
         netns.delete_namespace(ns)
         done.append(f"namespace {ns}")

@@ -192,6 +192,50 @@ def start_haproxy(state: LabState, ns: str, node: Node, topology: Topology, dirs
                  "haproxy.log")
 
 
+# ---- hosts ----------------------------------------------------------------------------------
+
+SSHD = "/usr/sbin/sshd"  # sshd re-executes itself: it must be started by its absolute path
+PRIVSEP_DIR = Path("/run/sshd")  # compiled into Debian's sshd; the package's unit creates it
+
+
+def render_sshd_config(address: str, host_key: Path, pid_file: Path) -> str:
+    """A real sshd on the host's management address that lets nobody in: the watchdog only needs
+    the port to answer, as on a real host (no keys, no passwords, no PAM, no DNS lookups)."""
+    return "\n".join([
+        "Port 22",
+        f"ListenAddress {address}",
+        f"HostKey {host_key}",
+        f"PidFile {pid_file}",
+        "AuthorizedKeysFile none",
+        "PubkeyAuthentication no",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin no",
+        "UsePAM no",
+        "UseDNS no",
+        "LogLevel ERROR",  # each watchdog probe is a connection closed before auth
+        "",
+    ])
+
+
+def start_sshd(state: LabState, ns: str, host: str, address: str, dirs: NodeDirs) -> Proc:
+    """sshd in the host's management namespace, listening on ADDRESS:22 (what the watchdog probes)."""
+    for d in (dirs.root, dirs.log, dirs.run):
+        d.mkdir(parents=True, exist_ok=True)
+    PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    key = dirs.root / "ssh_host_ed25519_key"
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"maclab-{host}", "-f", str(key)])
+    pid_file = dirs.run / "sshd.pid"
+    pid_file.unlink(missing_ok=True)  # a killed host's pid file survives (a reboot empties /run)
+    conf = dirs.root / "sshd_config"
+    conf.write_text(render_sshd_config(address, key, pid_file))
+    run([SSHD, "-t", "-f", str(conf)])
+    # -D: stays our child (its process group is recorded); -e: log to stderr, i.e. sshd.log
+    return spawn(state, ns, f"h-{host}", "sshd", [SSHD, "-D", "-e", "-f", str(conf)], dirs,
+                 "sshd.log")
+
+
 def start_garbd(state: LabState, ns: str, node: Node, topology: Topology, dirs: NodeDirs) -> Proc:
     dirs.log.mkdir(parents=True, exist_ok=True)
     argv = lb.garbd_argv(node.name, node.ip, [n.ip for n in topology.nodes_of(Role.MYSQL)],

@@ -134,3 +134,22 @@ def netem(ns: str, delay_ms: float = 0, loss_pct: float = 0) -> None:
 
 def clear_netem(ns: str) -> None:
     run(["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
+
+
+ISOLATION_PREF = "1050"  # before the main table (32766)
+
+
+def isolation_rule(cidr: str) -> list[str]:
+    """An `ip rule` that makes `cidr` unreachable from the root namespace only: what the watchdog
+    sees when its own network fails. Bridged traffic between the namespaces is not routed, so the
+    cluster itself keeps talking (Galera stays Primary)."""
+    return ["to", cidr, "unreachable", "pref", ISOLATION_PREF]
+
+
+def add_rule(rule: list[str]) -> None:
+    ip("rule", "add", *rule)
+
+
+def delete_rule(rule: list[str]) -> None:
+    while ip("rule", "del", *rule, check=False).returncode == 0:
+        pass  # added twice by a crashed run: remove every copy

@@ -42,6 +42,7 @@ class LabState:
     veths: list[str] = field(default_factory=list)
     etc_netns: list[str] = field(default_factory=list)
     procs: list[Proc] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)  # `ip rule` selectors cutting the root namespace off
 
     @classmethod
     def load(cls, directory: Path) -> LabState:
@@ -51,12 +52,14 @@ class LabState:
         except (FileNotFoundError, json.JSONDecodeError):
             return cls(path)
         return cls(path, raw.get("bridge"), raw.get("namespaces", []), raw.get("veths", []),
-                   raw.get("etc_netns", []), [Proc(**p) for p in raw.get("procs", [])])
+                   raw.get("etc_netns", []), [Proc(**p) for p in raw.get("procs", [])],
+                   raw.get("rules", []))
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         raw = {"bridge": self.bridge, "namespaces": self.namespaces, "veths": self.veths,
-               "etc_netns": self.etc_netns, "procs": [asdict(p) for p in self.procs]}
+               "etc_netns": self.etc_netns, "procs": [asdict(p) for p in self.procs],
+               "rules": self.rules}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(raw, indent=1))
         os.replace(tmp, self.path)
