@@ -18,6 +18,7 @@ from components.topology import HEALTH_ENDPOINTS, SSH_PORT, Node, Topology, Topo
 from watchdog.detect import Failures
 from watchdog.errors import BadInput, RemediationRefused, WatchdogError
 from watchdog.journal import Journal
+from watchdog.jsonlog import JsonFormatter
 from watchdog.plan import Action, Plan, plan
 from watchdog.probe import Kind, Target, probe_once, targets
 from watchdog.reclaim import list_domains, our_domains, reclaimed
@@ -88,9 +89,12 @@ def _errors() -> Iterator[None]:
         raise _fail(str(err), EXIT_FOUND) from None
 
 
-def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(verbose: bool = False, json_log: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_log else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # A no-op where logging is set up already (in-process tests: records still carry the fields).
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def _resolve_stack(project_dir: Path, stack: str | None) -> str:
@@ -291,10 +295,12 @@ def run(
     pulumi_root: PulumiRootOption = None,
     http_port: HttpPortOption = None,
     ssh_port: SshPortOption = SSH_PORT,
+    json_log: Annotated[bool, typer.Option(
+        "--json-log", help="Log one JSON object per line (decisions carry the whole plan).")] = False,
 ) -> None:
     """The watchdog loop: probe, detect, plan, remediate. Ctrl-C stops the loop (a step that is
     running finishes first); an unfinished remediation resumes at the next start."""
-    _setup_logging()
+    _setup_logging(json_log=json_log)
     with _errors():
         ctx = _context(project_dir, stack, state_dir, pulumi_root, http_port, ssh_port)
         watchdog = Watchdog(ctx, dry_run=dry_run)

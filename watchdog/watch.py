@@ -21,10 +21,11 @@ from components.stack_file import load_topology, stack_path
 from components.topology import SSH_PORT, Node, Topology
 from watchdog.alert import Alerter
 from watchdog.deploy import Deployer
-from watchdog.detect import Detector, Health, classify
+from watchdog.detect import Detector, Failures, Health, classify
 from watchdog.errors import WatchdogError
 from watchdog.fence import DEFAULT_FENCE_TIMEOUT_S, fence
 from watchdog.journal import Journal
+from watchdog.jsonlog import fields
 from watchdog.plan import Action, Plan, plan
 from watchdog.probe import Kind, Prober, ProbeResult, target_key, targets
 from watchdog.remediate import Fencer, Outcome, Remediator, StateBackend, backoff_delay, describe
@@ -164,7 +165,8 @@ class Watchdog:
 
     @staticmethod
     def _log_change(key: str, h: Health) -> None:
-        log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "")
+        log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "",
+                 extra=fields("health", target=key, state=h.state.value, error=h.last_error))
 
     async def tick(self, sweeper: Sweeper) -> None:
         """One round of probes (suspects in fast lanes are left to them), then decide."""
@@ -177,18 +179,25 @@ class Watchdog:
             return
         failures = classify(self.topology, self.detector.health)
         for note in failures.notes:
-            self._say(note)
+            self._say(note, fields("note", note=note))
         if failures.empty:
             self._last_refusal = None
             return
         p = plan(self.topology, failures, self.ctx.journal.history(), self.ctx.clock())
         self.last_plan = p
-        await self._handle(p)
+        await self._handle(p, failures)
 
-    def _say(self, message: str) -> None:
+    def _say(self, message: str, extra: dict[str, object] | None = None) -> None:
         if message not in self._said:
             self._said.add(message)
-            log.warning("%s", message)
+            log.warning("%s", message, extra=extra)
+
+    def _decision(self, p: Plan, failures: Failures) -> None:
+        """One line per decision the loop acts on (or, dry, would act on), with the whole plan."""
+        log.info("decision: %s: %s", p.action.value, p.reason, extra=fields(
+            "decision", action=p.action.value, reason=p.reason, dry_run=self.dry_run,
+            failed_hosts=list(failures.hosts), failed_nodes=list(failures.nodes),
+            isolated=failures.isolated, plan=p.to_json()))
 
     def _alert(self, event: str, message: str, **details: object) -> None:
         """Alert from a worker thread: a slow webhook must not stall the probes."""
@@ -197,18 +206,22 @@ class Watchdog:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _handle(self, p: Plan) -> None:
+    async def _handle(self, p: Plan, failures: Failures) -> None:
         if p.action is Action.REFUSE:
             # One alert per kind of refusal: "cooldown ... 4 s ago" and "... 5 s ago" are one.
             kind = re.sub(r"\d+", "#", p.reason)
             if kind != self._last_refusal:
                 self._last_refusal = kind
+                self._decision(p, failures)
                 self._alert("refused", p.reason)
             return
         if not p.steps:
             return
         if self.dry_run:
-            self._say(f"dry-run: {p.reason}; would: " + "; ".join(describe(p)))
+            message = f"dry-run: {p.reason}; would: " + "; ".join(describe(p))
+            if message not in self._said:
+                self._decision(p, failures)
+            self._say(message)
             return
         current = await asyncio.to_thread(self.ctx.topology)
         if current != self.topology:
@@ -217,6 +230,7 @@ class Watchdog:
             log.warning("the stack file changed under the watchdog; re-planning on the new topology")
             self._adopt(current)
             return
+        self._decision(p, failures)
         self.on_remediation(p)
         remediator = self.ctx.remediator(self.topology)
         self._task = asyncio.create_task(asyncio.to_thread(remediator.execute, p, "detected"))
