@@ -52,6 +52,11 @@ CLUSTERCHECK_SCRIPT = f"{LIB_DIR}/clustercheck.py"
 GALERA_START_SCRIPT = f"{LIB_DIR}/galera_start.py"
 GALERA_START = "/usr/local/sbin/mac-galera-start"
 CLUSTERCHECK_UNIT = "/etc/systemd/system/mac-clustercheck.service"
+GALERA_START_UNIT = "/etc/systemd/system/mac-galera-start.service"
+# After an unclean full outage mac-galera-start publishes the recovered position here and the
+# clustercheck service serves it (GET /position) to the other DB node; /run empties at boot.
+POSITION_FILE = "/run/mac-galera/position"
+RECOVER_CMD = "galera_recovery"  # Debian's wrapper of `mariadbd --wsrep-recover`
 
 
 def provider_options(node_ip: str, galera_port: int = GALERA_PORT, ist_port: int = IST_PORT,
@@ -105,24 +110,27 @@ wsrep_provider_options   = "{provider_options(node_ip, galera_port)}"
 
 
 def clustercheck_argv(script: str, node_ip: str, socket: str, client: str = "mariadb",
-                      python: str = "python3") -> list[str]:
+                      python: str = "python3", position_file: str = POSITION_FILE) -> list[str]:
     port = HEALTH_ENDPOINTS[Role.MYSQL].port
     return [python, script, "--bind", node_ip, "--port", str(port), "--socket", socket,
-            "--client", client]
+            "--client", client, "--position-file", position_file]
 
 
 def galera_start_argv(script: str, node: Node, topology: Topology, datadir: str,
                       start_cmd: str, bootstrap_cmd: str, after_cmd: str = "",
-                      python: str = "python3") -> list[str]:
+                      python: str = "python3", recover_cmd: str = RECOVER_CMD,
+                      position_file: str = POSITION_FILE) -> list[str]:
     """The mac-galera-start command line for `node`; the lab passes its own start commands."""
     dbs = topology.nodes_of(Role.MYSQL)
     check = HEALTH_ENDPOINTS[Role.MYSQL]
     argv = [python, script, "--self", node.ip,
             "--peers", ",".join(n.ip for n in dbs if n.name != node.name),
+            "--db-nodes", ",".join(n.ip for n in dbs),
             "--arbitrators", ",".join(n.ip for n in topology.nodes_of(Role.LB)),
             "--datadir", datadir, "--check-port", str(check.port), "--check-path", check.path,
             "--galera-port", str(GALERA_PORT),
-            "--start-cmd", start_cmd, "--bootstrap-cmd", bootstrap_cmd]
+            "--start-cmd", start_cmd, "--bootstrap-cmd", bootstrap_cmd,
+            "--recover-cmd", recover_cmd, "--position-file", position_file]
     if after_cmd:
         argv += ["--after-cmd", after_cmd]
     if dbs and dbs[0].name == node.name:
@@ -183,11 +191,31 @@ WantedBy=multi-user.target
 """
 
 
+# Every boot after the first starts MariaDB through mac-galera-start (join, or after a full outage
+# compare positions and bootstrap the most advanced node), never through a plain mariadb.service
+# start, which cannot form a Primary component when every DB node went down at once.
+GALERA_START_UNIT_TEXT = f"""\
+[Unit]
+Description=MAC: start Galera safely (join, or recover a full outage by comparing positions)
+After=network-online.target mac-clustercheck.service
+Wants=network-online.target mac-clustercheck.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={GALERA_START}
+TimeoutStartSec=infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 def files(node: Node, topology: Topology) -> list[WriteFile]:
     db_ips = [n.ip for n in topology.nodes_of(Role.MYSQL)]
     start = galera_start_argv(GALERA_START_SCRIPT, node, topology, VM_PATHS.datadir,
                               start_cmd="systemctl start mariadb", bootstrap_cmd="galera_new_cluster",
-                              after_cmd="systemctl enable mariadb", python="/usr/bin/python3")
+                              python="/usr/bin/python3")
     return [
         WriteFile(CNF_PATH, render_galera_cnf(node.name, node.ip, db_ips, topology.cluster_name,
                                               VM_PATHS)),
@@ -195,14 +223,17 @@ def files(node: Node, topology: Topology) -> list[WriteFile]:
         WriteFile(GALERA_START_SCRIPT, script_source("galera_start.py"), "0755"),
         WriteFile(GALERA_START, wrapper_script(start), "0755"),
         WriteFile(CLUSTERCHECK_UNIT, _clustercheck_unit(node.ip)),
+        WriteFile(GALERA_START_UNIT, GALERA_START_UNIT_TEXT),
     ]
 
 
 def runcmd() -> list[str | list[str]]:
-    # mariadb is started by mac-galera-start (post-boot), which enables it once Synced: a
-    # plain start only ever joins, so later reboots rejoin by themselves.
+    # mariadb is started by mac-galera-start: the first time by the post-boot step (db1 before
+    # db2), at every later boot by its unit (enabled, not started now). mariadb.service itself
+    # stays disabled: a plain start only ever joins, which after a full outage never succeeds.
     return [
         ["systemctl", "disable", "--now", "mariadb"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "--now", "mac-clustercheck.service"],
+        ["systemctl", "enable", "mac-galera-start.service"],
     ]

@@ -158,6 +158,18 @@ class Lab:
             daemons.start_garbd(self.state, ns, node, self.topology, dirs)
             daemons.start_haproxy(self.state, ns, node, self.topology, dirs)
 
+    def power_on_db_nodes(self, names: list[str], timeout_s: float = 120) -> None:
+        """Start several DB nodes at once, as a site power-on: every clustercheck first (a VM
+        starts it at boot), then every mac-galera-start concurrently; waits until all are Synced."""
+        for name in names:
+            daemons.prepare_mysql(self.node(name), self.topology, self.dirs(name))
+            daemons.start_clustercheck(self.state, ns_of(name), self.node(name), self.dirs(name))
+        procs = [daemons.spawn_galera(self.state, ns_of(name), self.node(name), self.topology,
+                                      self.dirs(name), self.dirs(name).root / "my.cnf", timeout_s)
+                 for name in names]
+        for name, proc in zip(names, procs, strict=True):
+            daemons.wait_galera(proc, self.node(name), self.dirs(name), timeout_s)
+
     def wait_healthy(self, timeout_s: float = 60) -> float:
         return wait_for("every node's health endpoint to answer 200",
                         lambda: all(s.status == 200 for s in self.status()), timeout_s, 0.2)

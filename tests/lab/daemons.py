@@ -110,9 +110,14 @@ def prepare_mysql(node: Node, topology: Topology, dirs: NodeDirs) -> Path:
     return cnf
 
 
+def position_file(dirs: NodeDirs) -> Path:
+    """Where mac-galera-start publishes the recovered position (the VM's /run/mac-galera)."""
+    return dirs.run / "galera-position"
+
+
 def start_clustercheck(state: LabState, ns: str, node: Node, dirs: NodeDirs) -> Proc:
     argv = mysql.clustercheck_argv(str(script_path("clustercheck.py")), node.ip,
-                                   mysql_paths(dirs).socket)
+                                   mysql_paths(dirs).socket, position_file=str(position_file(dirs)))
     return spawn(state, ns, node.name, "clustercheck", argv, dirs, "clustercheck.log")
 
 
@@ -123,6 +128,13 @@ def start_galera(state: LabState, ns: str, node: Node, topology: Topology, dirs:
     mariadbd is started in the background by the script's start command and stays in the
     script's process group, which the state records.
     """
+    proc = spawn_galera(state, ns, node, topology, dirs, cnf, timeout_s)
+    wait_galera(proc, node, dirs, timeout_s)
+
+
+def spawn_galera(state: LabState, ns: str, node: Node, topology: Topology, dirs: NodeDirs,
+                 cnf: Path, timeout_s: float = 180) -> Proc:
+    """Start mac-galera-start without waiting for it (several nodes at once: a power-on)."""
     log = shlex.quote(str(dirs.log / "mariadbd.log"))
     defaults = f"--defaults-file={shlex.quote(str(cnf))}"
     # As Debian's mariadb.service: galera_recovery finds the position a killed server reached
@@ -133,9 +145,14 @@ def start_galera(state: LabState, ns: str, node: Node, topology: Topology, dirs:
 
     argv = mysql.galera_start_argv(
         str(script_path("galera_start.py")), node, topology, mysql_paths(dirs).datadir,
-        start_cmd=start(""), bootstrap_cmd=start(" --wsrep-new-cluster"))
+        start_cmd=start(""), bootstrap_cmd=start(" --wsrep-new-cluster"),
+        recover_cmd=f"galera_recovery {defaults}", position_file=str(position_file(dirs)))
     argv += ["--wait", str(timeout_s)]
-    proc = spawn(state, ns, node.name, "galera-start", argv, dirs, "galera-start.log")
+    return spawn(state, ns, node.name, "galera-start", argv, dirs, "galera-start.log")
+
+
+def wait_galera(proc: Proc, node: Node, dirs: NodeDirs, timeout_s: float = 180) -> None:
+    """Wait for mac-galera-start to exit; LabError unless it exited 0 (Synced)."""
     try:
         code = CHILDREN[proc.pid].wait(timeout_s + 10)
     except subprocess.TimeoutExpired:

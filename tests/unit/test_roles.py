@@ -14,7 +14,17 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from components.roles import Secrets, lb, mysql, post_boot_steps, user_data, web
-from components.roles.scripts.galera_start import Action, GraState, decide, parse_grastate
+from components.roles.scripts.clustercheck import make_handler, read_position
+from components.roles.scripts.galera_start import (
+    Action,
+    GraState,
+    Position,
+    decide,
+    parse_grastate,
+    parse_position,
+    parse_recovered,
+    set_safe_to_bootstrap,
+)
 from components.stack_file import load_topology
 from components.topology import HEALTH_ENDPOINTS, LB_HTTP_PORT, Role, Topology
 
@@ -157,31 +167,133 @@ def test_only_the_first_db_node_may_bootstrap(topology: Topology) -> None:
     assert "--first" in start1 and "--first" not in start2
 
 
+def test_every_boot_starts_galera_through_mac_galera_start(topology: Topology) -> None:
+    """A plain mariadb.service start cannot recover a full outage: later boots (a site power-on)
+    go through mac-galera-start, which compares positions; mariadb itself is never enabled."""
+    db1, _ = topology.nodes_of(Role.MYSQL)
+    doc = _cloud_config(user_data(db1, topology, SECRETS))
+    unit = _files(doc)[mysql.GALERA_START_UNIT]
+    assert f"ExecStart={mysql.GALERA_START}\n" in unit and "mac-clustercheck.service" in unit
+    assert ["systemctl", "enable", "mac-galera-start.service"] in doc["runcmd"]
+    assert not any("enable" in cmd and "mariadb" in cmd for cmd in doc["runcmd"])
+    start = _files(doc)[mysql.GALERA_START]
+    assert "enable mariadb" not in start and "--position-file" in start and "--db-nodes" in start
+
+
 FRESH = None
 CLEAN = GraState("7d0e1c6a-0000-0000-0000-000000000001", 42, True)
 UNCLEAN = GraState("7d0e1c6a-0000-0000-0000-000000000001", -1, False)
 
 
-@pytest.mark.parametrize(("synced", "alive", "first", "state", "action"), [
-    (True, False, True, UNCLEAN, Action.ALREADY_RUNNING),
-    (False, True, True, FRESH, Action.JOIN),  # a replaced db1 joins the survivor
-    (False, True, True, UNCLEAN, Action.JOIN),
-    (False, True, False, FRESH, Action.JOIN),
-    (False, False, False, FRESH, Action.WAIT),  # db2 never bootstraps
-    (False, False, False, CLEAN, Action.WAIT),
-    (False, False, True, FRESH, Action.BOOTSTRAP),
-    (False, False, True, CLEAN, Action.BOOTSTRAP),
-    (False, False, True, UNCLEAN, Action.REFUSE),
+# synced, DB peer alive, arbitrator alive, first, grastate -> action (before any position is known)
+@pytest.mark.parametrize(("synced", "peer", "arb", "first", "state", "action"), [
+    (True, False, False, True, UNCLEAN, Action.ALREADY_RUNNING),
+    (False, True, False, True, FRESH, Action.JOIN),  # a replaced db1 joins the survivor
+    (False, True, False, True, UNCLEAN, Action.JOIN),
+    (False, True, False, False, FRESH, Action.JOIN),
+    (False, True, True, False, UNCLEAN, Action.JOIN),
+    (False, False, True, True, FRESH, Action.JOIN),  # the arbitrator answers: never bootstrap
+    (False, False, True, True, CLEAN, Action.JOIN),
+    (False, False, True, False, FRESH, Action.JOIN),
+    (False, False, False, False, FRESH, Action.WAIT),  # db2 never bootstraps a fresh datadir
+    (False, False, False, True, FRESH, Action.BOOTSTRAP),
+    (False, False, False, True, CLEAN, Action.BOOTSTRAP),
+    # an unclean stop (full outage): compare positions instead of refusing
+    (False, False, False, True, UNCLEAN, Action.RECOVER),
+    (False, False, False, False, UNCLEAN, Action.RECOVER),
+    (False, False, True, True, UNCLEAN, Action.RECOVER),  # garbd alone holds no data
+    (False, False, False, False, CLEAN, Action.RECOVER),  # db2 left last: it may bootstrap
 ])
-def test_galera_start_decision(synced: bool, alive: bool, first: bool, state: GraState | None,
-                               action: Action) -> None:
-    assert decide(synced, alive, first, state).action is action
+def test_galera_start_decision(synced: bool, peer: bool, arb: bool, first: bool,
+                               state: GraState | None, action: Action) -> None:
+    assert decide(synced, peer, arb, first, state).action is action
+
+
+U = "7d0e1c6a-0000-0000-0000-000000000001"
+V = "9a9a9a9a-0000-0000-0000-000000000002"
+
+
+# positions in topology order, this node's index -> action (no member answers, unclean state)
+@pytest.mark.parametrize(("positions", "me", "action"), [
+    ((Position(U, 10), Position(U, 9)), 0, Action.BOOTSTRAP),
+    ((Position(U, 10), Position(U, 9)), 1, Action.WAIT),
+    ((Position(U, 9), Position(U, 10)), 1, Action.BOOTSTRAP),
+    ((Position(U, 9), Position(U, 10)), 0, Action.WAIT),
+    ((Position(U, 10), Position(U, 10)), 0, Action.BOOTSTRAP),  # tie: the first DB node
+    ((Position(U, 10), Position(U, 10)), 1, Action.WAIT),
+    ((Position(U, 10), None), 0, Action.WAIT),  # peer silent: never bootstrap blindly
+    ((None, Position(U, 99)), 1, Action.WAIT),
+    ((Position(U, 10), Position(V, 3)), 0, Action.REFUSE),  # diverged histories
+    ((Position(U, -1), Position(U, 3)), 0, Action.REFUSE),  # own position not recovered
+    ((None, Position(U, 3)), 0, Action.REFUSE),
+    ((Position(U, 10), Position(U, -1)), 0, Action.WAIT),
+])
+def test_galera_start_full_outage_decision(positions: tuple[Position | None, ...], me: int,
+                                           action: Action) -> None:
+    assert decide(False, False, False, me == 0, UNCLEAN, positions, me).action is action
+    # the arbitrator answering changes nothing: it cannot be Primary without a DB node
+    assert decide(False, False, True, me == 0, UNCLEAN, positions, me).action is action
+    # a DB peer answering always means join
+    assert decide(False, True, False, me == 0, UNCLEAN, positions, me).action is Action.JOIN
 
 
 def test_parse_grastate() -> None:
     text = ("# GALERA saved state\nversion: 2.1\nuuid:    3f1e-aa\nseqno:   -1\n"
             "safe_to_bootstrap: 0\n")
     assert parse_grastate(text) == GraState("3f1e-aa", -1, False)
+
+
+def test_parse_recovered_position() -> None:
+    log = ("2026-11-26 10:00:00 0 [Note] InnoDB: Starting shutdown...\n"
+           f"2026-11-26 10:00:01 0 [Note] WSREP: Recovered position: {U}:1234\n")
+    assert parse_recovered(log) == Position(U, 1234)
+    assert parse_recovered(f"--wsrep_start_position={U.upper()}:-1\n") == Position(U, -1)
+    assert parse_recovered("WSREP: Failed to recover position\n") is None
+    assert parse_position(f"{U}:42\n") == Position(U, 42)
+    assert parse_position("42") is None and parse_position("") is None
+
+
+def test_set_safe_to_bootstrap_keeps_the_rest(tmp_path: Path) -> None:
+    text = f"# GALERA saved state\nversion: 2.1\nuuid:    {U}\nseqno:   -1\nsafe_to_bootstrap: 0\n"
+    (tmp_path / "grastate.dat").write_text(text)
+    set_safe_to_bootstrap(str(tmp_path))
+    after = (tmp_path / "grastate.dat").read_text()
+    assert after == text.replace("safe_to_bootstrap: 0", "safe_to_bootstrap: 1")
+    assert parse_grastate(after) == GraState(U, -1, True)
+
+
+def test_clustercheck_serves_the_position_only_while_the_server_is_down(tmp_path: Path) -> None:
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    import httpx
+
+    position = tmp_path / "position"
+    state: dict[str, str] = {}
+
+    class Cache:
+        def state(self) -> dict[str, str]:
+            return state
+
+    assert read_position(str(position)) is None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Cache(), str(position)))  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert httpx.get(f"{url}/position", timeout=5).status_code == 404
+        position.write_text(f"{U}:77\n")
+        answer = httpx.get(f"{url}/position", timeout=5)
+        assert (answer.status_code, answer.text) == (200, f"{U}:77\n")
+        assert httpx.get(url, timeout=5).status_code == 503
+        state.update(wsrep_local_state="4", wsrep_cluster_status="Primary")
+        assert httpx.get(url, timeout=5).status_code == 200
+        assert httpx.get(f"{url}/position", timeout=5).status_code == 404  # server runs
+        state.clear()
+        position.write_text("rm -rf /\n")
+        assert httpx.get(f"{url}/position", timeout=5).status_code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # ---- offline validation with the real binaries (skipped where they are not installed) ----
@@ -242,15 +354,46 @@ def test_node_scripts_run_under_plain_python(script: str) -> None:
     assert out.returncode == 0, out.stderr
 
 
-@given(synced=st.booleans(), alive=st.booleans(), first=st.booleans(),
-       state=st.one_of(st.none(), st.builds(GraState, st.sampled_from(["", "00000000-0000-0000-0000-"
-                                                                       "000000000000", "3f1e-aa"]),
-                                            st.integers(-1, 10**6), st.booleans())))
-def test_galera_start_never_bootstraps_beside_a_live_group(synced: bool, alive: bool, first: bool,
-                                                           state: GraState | None) -> None:
-    action = decide(synced, alive, first, state).action
-    if alive or not first or synced:
-        assert action is not Action.BOOTSTRAP
+GRASTATES = st.one_of(st.none(), st.builds(
+    GraState, st.sampled_from(["", "00000000-0000-0000-0000-000000000000", U]),
+    st.integers(-1, 10**6), st.booleans()))
+POSITIONS = st.lists(st.one_of(st.none(), st.builds(Position, st.sampled_from([U, V]),
+                                                    st.integers(-1, 50))), min_size=2, max_size=4)
+
+
+@given(synced=st.booleans(), peer=st.booleans(), arb=st.booleans(), first=st.booleans(),
+       state=GRASTATES, positions=st.one_of(st.none(), POSITIONS), me=st.integers(0, 3))
+def test_galera_start_never_bootstraps_beside_a_live_group(
+        synced: bool, peer: bool, arb: bool, first: bool, state: GraState | None,
+        positions: list[Position | None] | None, me: int) -> None:
+    decision = decide(synced, peer, arb, first, state, positions, me)
+    if synced or peer:
+        assert decision.action is not Action.BOOTSTRAP
+    unclean = state is not None and not state.fresh and not (first and state.safe_to_bootstrap)
+    if decision.action is Action.BOOTSTRAP and unclean:
+        # only with every position known, one cluster UUID, and this node the highest
+        assert positions is not None and all(p is not None for p in positions)
+        known = [p for p in positions if p is not None]
+        assert len({p.uuid for p in known}) == 1
+        assert known[me].seqno == max(p.seqno for p in known) >= 0
+        assert all(p.seqno < known[me].seqno for p in known[:me])  # ties: the first
+    if not unclean and not first:  # a later DB node never bootstraps a fresh datadir
+        assert decision.action is not Action.BOOTSTRAP
+
+
+@given(positions=POSITIONS, arb=st.booleans())
+def test_full_outage_never_splits_the_brain(positions: list[Position | None], arb: bool) -> None:
+    """Every DB node decides on the same published positions: at most one bootstraps, and
+    exactly one when they are all known, recovered and from one cluster."""
+    actions = [decide(False, False, arb, me == 0, UNCLEAN, positions, me).action
+               for me in range(len(positions)) if positions[me] is not None]
+    assert actions.count(Action.BOOTSTRAP) <= 1
+    known = [p for p in positions if p is not None]
+    if len(known) == len(positions) and len({p.uuid for p in known}) == 1 and all(
+            p.seqno >= 0 for p in known):
+        assert actions.count(Action.BOOTSTRAP) == 1
+    if len(known) < len(positions):
+        assert Action.BOOTSTRAP not in actions
 
 
 def test_cloud_init_accepts_every_node_config(topology: Topology, tmp_path: Path) -> None:

@@ -4,11 +4,16 @@
 Installed on every mysql node as /usr/local/sbin/mac-clustercheck and run as a service; HAProxy,
 the watchdog and the lab probe it. Stdlib only: it runs under the cloud image's python3 and asks
 the local server through the `mariadb` client over the unix socket (root has unix_socket auth).
+
+GET /position (read-only) serves the position mac-galera-start recovered after an unclean stop
+(`uuid:seqno`, from --position-file) so the other DB node can compare; 404 when there is none or
+while the local server answers (a running server's position moves: it must not be compared).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import threading
 import time
@@ -16,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SYNCED = "4"
 QUERY = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state','wsrep_cluster_status')"
+POSITION_PATH = "/position"
+POSITION = re.compile(r"^[0-9a-fA-F-]{36}:-?[0-9]+$")
 CACHE_S = 0.2  # several probers (two HAProxy checks, the watchdog) share one client run
 
 
@@ -53,14 +60,30 @@ class _Cache:
             return self._state
 
 
-def make_handler(cache: _Cache) -> type[BaseHTTPRequestHandler]:
+def read_position(path: str) -> str | None:
+    """The published recovered position, or None (no file, or not `uuid:seqno`)."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="ascii") as handle:
+            text = handle.read(128).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if POSITION.match(text) else None
+
+
+def make_handler(cache: _Cache, position_file: str = "") -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state = cache.state()
-            ok = is_healthy(state)
-            body = (f"wsrep_local_state={state.get('wsrep_local_state', 'unknown')} "
-                    f"wsrep_cluster_status={state.get('wsrep_cluster_status', 'unknown')}\n")
-            self.send_response(200 if ok else 503)
+            if self.path.split("?", 1)[0] == POSITION_PATH:
+                position = None if state else read_position(position_file)
+                code, body = (200, f"{position}\n") if position else (404, "no recovered position\n")
+            else:
+                code = 200 if is_healthy(state) else 503
+                body = (f"wsrep_local_state={state.get('wsrep_local_state', 'unknown')} "
+                        f"wsrep_cluster_status={state.get('wsrep_cluster_status', 'unknown')}\n")
+            self.send_response(code)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Connection", "close")
@@ -82,9 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--socket", default="/run/mysqld/mysqld.sock")
     parser.add_argument("--client", default="mariadb")
     parser.add_argument("--timeout", type=float, default=2.0)
+    parser.add_argument("--position-file", default="/run/mac-galera/position",
+                        help="the recovered position mac-galera-start publishes (GET /position)")
     args = parser.parse_args(argv)
     server = ThreadingHTTPServer((args.bind, args.port),
-                                 make_handler(_Cache(args.client, args.socket, args.timeout)))
+                                 make_handler(_Cache(args.client, args.socket, args.timeout),
+                                              args.position_file))
     server.daemon_threads = True
     server.serve_forever()
 
