@@ -29,3 +29,21 @@ def shell_join(argv: Sequence[str]) -> str:
 def wrapper_script(argv: Sequence[str]) -> str:
     """A /usr/local/sbin entry point that runs `argv` plus any extra arguments."""
     return f"#!/bin/sh\n# written by MAC cloud-config\nexec {shell_join(argv)} \"$@\"\n"
+
+
+def systemd_unit(description: str, service: Sequence[str],
+                 after: Sequence[str] = ("network-online.target",)) -> str:
+    """A unit file started at boot once the network is up (and after `after`), one layout for all."""
+    return "\n".join([
+        "[Unit]",
+        f"Description={description}",
+        f"After={' '.join(after)}",
+        f"Wants={' '.join(after)}",
+        "",
+        "[Service]",
+        *service,
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from components.roles.cloud_config import WriteFile
-from components.roles.common import shell_join
+from components.roles.common import shell_join, systemd_unit
 from components.roles.mysql import EVS_OPTIONS
 from components.roles.web import APP_DB_BUDGET_S, APP_DB_CONNECT_TIMEOUT_S
 from components.topology import (
@@ -166,23 +166,14 @@ def backends(topology: Topology, role: Role) -> list[Backend]:
 def _garbd_unit(node: Node, topology: Topology) -> str:
     argv = garbd_argv(node.name, node.ip, [n.ip for n in topology.nodes_of(Role.MYSQL)],
                       topology.cluster_name, garbd="/usr/bin/garbd")
-    return f"""\
-[Unit]
-Description=MAC Galera arbitrator (keeps quorum when one DB node dies)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-# garbd keeps its view of the group (gvwstate.dat) in its working directory.
-StateDirectory=mac-garbd
-WorkingDirectory=/var/lib/mac-garbd
-ExecStart={shell_join(argv)}
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-"""
+    return systemd_unit("MAC Galera arbitrator (keeps quorum when one DB node dies)", [
+        "# garbd keeps its view of the group (gvwstate.dat) in its working directory.",
+        "StateDirectory=mac-garbd",
+        "WorkingDirectory=/var/lib/mac-garbd",
+        f"ExecStart={shell_join(argv)}",
+        "Restart=always",
+        "RestartSec=2",
+    ])
 
 
 def files(node: Node, topology: Topology) -> list[WriteFile]:

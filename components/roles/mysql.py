@@ -12,6 +12,7 @@ from components.roles.common import (
     LIB_DIR,
     script_source,
     shell_join,
+    systemd_unit,
     wrapper_script,
 )
 from components.topology import GALERA_PORT, HEALTH_ENDPOINTS, MYSQL_PORT, Node, Role, Topology
@@ -175,40 +176,21 @@ def app_schema_sql(app_password: str, root_password: str | None = None,
 
 def _clustercheck_unit(node_ip: str) -> str:
     argv = clustercheck_argv(CLUSTERCHECK_SCRIPT, node_ip, VM_PATHS.socket, python="/usr/bin/python3")
-    return f"""\
-[Unit]
-Description=MAC Galera clustercheck (HTTP 200 only when Synced)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-ExecStart={shell_join(argv)}
-Restart=always
-RestartSec=1
-
-[Install]
-WantedBy=multi-user.target
-"""
+    return systemd_unit("MAC Galera clustercheck (HTTP 200 only when Synced)", [
+        f"ExecStart={shell_join(argv)}",
+        "Restart=always",
+        "RestartSec=1",
+    ])
 
 
 # Every boot after the first starts MariaDB through mac-galera-start (join, or after a full outage
 # compare positions and bootstrap the most advanced node), never through a plain mariadb.service
 # start, which cannot form a Primary component when every DB node went down at once.
-GALERA_START_UNIT_TEXT = f"""\
-[Unit]
-Description=MAC: start Galera safely (join, or recover a full outage by comparing positions)
-After=network-online.target mac-clustercheck.service
-Wants=network-online.target mac-clustercheck.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart={GALERA_START}
-TimeoutStartSec=infinity
-
-[Install]
-WantedBy=multi-user.target
-"""
+GALERA_START_UNIT_TEXT = systemd_unit(
+    "MAC: start Galera safely (join, or recover a full outage by comparing positions)",
+    ["Type=oneshot", "RemainAfterExit=yes", f"ExecStart={GALERA_START}", "TimeoutStartSec=infinity"],
+    after=("network-online.target", "mac-clustercheck.service"),
+)
 
 
 def files(node: Node, topology: Topology) -> list[WriteFile]:

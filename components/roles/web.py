@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.roles.cloud_config import WriteFile
-from components.roles.common import APP_DB_NAME, APP_DB_USER
+from components.roles.common import APP_DB_NAME, APP_DB_USER, systemd_unit
 from components.topology import HEALTH_ENDPOINTS, MYSQL_PORT, Node, Role, Topology
 
 PACKAGES = ("apache2", "libapache2-mod-php", "php-mysql")
@@ -145,26 +145,17 @@ def app_sources() -> dict[str, str]:
 
 
 def _unit() -> str:
-    return f"""\
-[Unit]
-Description=MAC Apache + mod_php (stand-alone config {CONF_PATH})
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=forking
-RuntimeDirectory=mac-apache
-PIDFile={VM_PATHS.pid_file}
-ExecStart=/usr/sbin/apache2 -f {CONF_PATH} -k start
-ExecReload=/usr/sbin/apache2 -f {CONF_PATH} -k graceful
-ExecStop=/usr/sbin/apache2 -f {CONF_PATH} -k graceful-stop
-KillMode=mixed
-Restart=always
-RestartSec=1
-
-[Install]
-WantedBy=multi-user.target
-"""
+    return systemd_unit(f"MAC Apache + mod_php (stand-alone config {CONF_PATH})", [
+        "Type=forking",
+        "RuntimeDirectory=mac-apache",
+        f"PIDFile={VM_PATHS.pid_file}",
+        f"ExecStart=/usr/sbin/apache2 -f {CONF_PATH} -k start",
+        f"ExecReload=/usr/sbin/apache2 -f {CONF_PATH} -k graceful",
+        f"ExecStop=/usr/sbin/apache2 -f {CONF_PATH} -k graceful-stop",
+        "KillMode=mixed",
+        "Restart=always",
+        "RestartSec=1",
+    ])
 
 
 def files(node: Node, topology: Topology, app_password: str) -> list[WriteFile]:
