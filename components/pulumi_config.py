@@ -13,12 +13,15 @@ import pulumi
 import pulumi_random as random
 
 from components.roles import Secrets
-from components.topology import NAMESPACE, Topology, TopologyError, parse_topology
-
-# Keys holding YAML objects or lists (read with get_object); the rest are plain strings.
-STRUCTURED_KEYS = ("network", "image", "hosts", "spares", "failedHosts", "nodes", "sizes", "watchdog")
-STRING_KEYS = ("sshUser", "sshPublicKey", "clusterName")
-BOOL_KEYS = ("postBoot",)
+from components.topology import (
+    BOOL_KEYS,
+    NAMESPACE,
+    STRING_KEYS,
+    STRUCTURED_KEYS,
+    Topology,
+    TopologyError,
+    parse_topology,
+)
 
 # Generated passwords: long and alphanumeric, so they are safe in my.cnf, SQL and shell quoting.
 GENERATED_PASSWORD_LENGTH = 32

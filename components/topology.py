@@ -278,6 +278,12 @@ class _Collector:
                 self.add(f"{path}.{key}", value[key], f"unknown key; allowed: {', '.join(allowed)}")
 
 
+# The top-level `mac:` keys parse_topology reads, by how Pulumi config hands them over.
+STRUCTURED_KEYS = ("network", "image", "hosts", "spares", "failedHosts", "nodes", "sizes", "watchdog")
+STRING_KEYS = ("sshUser", "sshPublicKey", "clusterName")
+BOOL_KEYS = ("postBoot",)
+
+
 def _key(name: str) -> str:
     return f"{NAMESPACE}:{name}"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from components.pulumi_config import BOOL_KEYS, STRING_KEYS, STRUCTURED_KEYS
 from components.stack_file import config_values, read_document, stack_names, stack_path
+from components.topology import BOOL_KEYS, STRING_KEYS, STRUCTURED_KEYS
 
 PROJECT = Path(__file__).resolve().parents[2]
 

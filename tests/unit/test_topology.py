@@ -10,7 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.topology import (
+    BOOL_KEYS,
     DEFAULT_SIZES,
+    STRING_KEYS,
+    STRUCTURED_KEYS,
     Role,
     Size,
     TopologyError,
@@ -151,6 +154,9 @@ def test_round_trip_through_config() -> None:
     assert t.sizes[Role.MYSQL] == Size(4, 8192, 100)
     assert t.watchdog.cooldown_s == 60
     assert parse_topology(to_config(t)) == t
+    # The key lists the Pulumi side reads cover everything the model writes.
+    assert set(to_config(t.with_(post_boot=False, ssh_user="ops", cluster_name="c"))) <= {
+        *STRUCTURED_KEYS, *STRING_KEYS, *BOOL_KEYS}
 
 
 # ---- properties ---------------------------------------------------------------------------
