@@ -48,10 +48,10 @@ test-fast: venv
 
 # The whole cluster for real on this machine (root): namespaces + real daemons. Ctrl-C to leave.
 lab: venv
-	$(PY) -m tests.lab up --stack $(STACK)
+	$(PY) -m lab up --stack $(STACK)
 
 lab-down: venv
-	$(PY) -m tests.lab down
+	$(PY) -m lab down
 
 # Build the Pulumi CLI, Python language host and providers from their Go modules into .engine/.
 engine:

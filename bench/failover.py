@@ -23,15 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from components.roles import lb
 from components.topology import Role
-from tests.lab.cluster import Lab
-from tests.lab.drills import (
+from lab.cluster import Lab
+from lab.drills import (
     DrillResult,
     restart_and_verify,
     revive_host_and_verify,
     run_drill,
     run_host_drill,
 )
-from tests.lab.requirements import skip_reason
+from lab.requirements import skip_reason
 
 
 def figures(result: DrillResult, duration_s: float) -> dict[str, Any]:

@@ -150,13 +150,6 @@ class Journal:
         return Pending(last["id"], plan_from_record(last["plan"]), last["ts"], done, len(failed),
                        failed[-1]["ts"] if failed else None)
 
-    def unfinished_older(self) -> list[str]:
-        """Ids of unfinished remediations other than the last one (superseded; for the log)."""
-        entries = self.entries()
-        finished = {e["id"] for e in entries if e.get("event") == "finished"}
-        planned = [e["id"] for e in entries if e.get("event") == "planned" and e["id"] not in finished]
-        return planned[:-1]
-
     def history(self) -> History:
         items = []
         for e in self.entries():

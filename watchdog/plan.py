@@ -90,10 +90,6 @@ class Plan:
     steps: tuple[Step, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
-    @property
-    def changes_anything(self) -> bool:
-        return bool(self.steps)
-
     def to_json(self) -> dict[str, Any]:
         t = self.topology
         return {

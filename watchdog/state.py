@@ -27,10 +27,6 @@ class PruneResult:
     providers: tuple[str, ...]  # the provider URNs that started it
 
 
-def urn_type(urn: str) -> str:
-    return urn.split("::")[2].rsplit("$", 1)[-1] if urn.count("::") >= 3 else ""
-
-
 def urn_name(urn: str) -> str:
     return urn.rsplit("::", 1)[-1]
 

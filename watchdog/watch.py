@@ -119,7 +119,6 @@ class Watchdog:
         self._said: set[str] = set()
         self.outcomes: list[Outcome] = []
         self.errors: list[WatchdogError] = []
-        self.last_plan: Plan | None = None
         self._background: set[asyncio.Task[bool]] = set()
         # For the bench: called when a plan that changes something is handed to the worker.
         self.on_remediation: Callable[[Plan], None] = lambda p: None
@@ -184,7 +183,6 @@ class Watchdog:
             self._last_refusal = None
             return
         p = plan(self.topology, failures, self.ctx.journal.history(), self.ctx.clock())
-        self.last_plan = p
         await self._handle(p, failures)
 
     def _say(self, message: str, extra: dict[str, object] | None = None) -> None:

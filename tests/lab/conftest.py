@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.cluster import Lab
-from tests.lab.requirements import skip_reason
+from lab.cluster import Lab
+from lab.requirements import skip_reason
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import pytest
 
 from components.roles import lb
 from components.topology import Role
-from tests.lab.cluster import Lab
-from tests.lab.drills import restart_and_verify, revive_host_and_verify, run_drill, run_host_drill
-from tests.lab.netns import NetemUnavailable
+from lab.cluster import Lab
+from lab.drills import restart_and_verify, revive_host_and_verify, run_drill, run_host_drill
+from lab.netns import NetemUnavailable
 
 pytestmark = pytest.mark.lab
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from components.topology import GALERA_PORT, HEALTH_ENDPOINTS, Role
-from tests.lab import daemons
-from tests.lab.cluster import Lab, http_status, ns_of, tcp_open, wait_for
-from tests.lab.drills import run_full_outage
-from tests.lab.netns import LabError
+from lab import daemons
+from lab.cluster import Lab, http_status, ns_of, tcp_open, wait_for
+from lab.drills import run_full_outage
+from lab.netns import LabError
 
 pytestmark = pytest.mark.lab
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.lab.load import LoadReport, Outcome
+from lab.load import LoadReport, Outcome
 
 
 def _report(*rows: tuple[float, float, int | None]) -> LoadReport:

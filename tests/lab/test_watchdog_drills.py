@@ -28,8 +28,8 @@ import pytest
 
 from components.stack_file import load_topology, stack_path, write_topology
 from components.topology import Role
-from tests.lab.cluster import Lab
-from tests.lab.state import REPO
+from lab.cluster import Lab
+from lab.state import REPO
 from tests.watchdog import standin_pulumi
 
 pytestmark = pytest.mark.lab

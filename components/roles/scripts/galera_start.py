@@ -209,12 +209,6 @@ def peer_alive(peers: list[str], check_port: int, check_path: str, galera_port: 
     return any(tcp_open(ip, galera_port, timeout_s) for ip in peers)
 
 
-def members_alive(peers: list[str], arbitrators: list[str], check_port: int, check_path: str,
-                  galera_port: int, timeout_s: float) -> bool:
-    return (peer_alive(peers, check_port, check_path, galera_port, timeout_s)
-            or any(tcp_open(ip, galera_port, timeout_s) for ip in arbitrators))
-
-
 def recover_position(command: str, timeout_s: float) -> Position | None:
     """Run the recovery command (galera_recovery / mariadbd --wsrep-recover); None on failure."""
     try:

@@ -1,4 +1,4 @@
-"""`python -m tests.lab up --stack lab` / `python -m tests.lab down`: the lab for people."""
+"""`python -m lab up --stack lab` / `python -m lab down`: the lab for people."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from tests.lab import daemons
-from tests.lab.cluster import Lab, LabError, down, tcp_open
-from tests.lab.requirements import skip_reason
+from lab import daemons
+from lab.cluster import Lab, LabError, down, tcp_open
+from lab.requirements import skip_reason
 
 app = typer.Typer(add_completion=False, help="The MAC cluster for real on this machine (root).")
 

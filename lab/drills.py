@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from components.topology import Role
-from tests.lab.cluster import Lab, wait_for
-from tests.lab.load import Load, LoadReport, Outcome
+from lab.cluster import Lab, wait_for
+from lab.load import Load, LoadReport, Outcome
 
 
 @dataclass

@@ -6,7 +6,8 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 ETC_NETNS = Path("/etc/netns")
@@ -83,18 +84,51 @@ def namespace_pids(ns: str) -> list[int]:
     return [int(p) for p in out.split() if p.isdigit()]
 
 
-def _zombie(pid: int) -> bool:
+def exited(pid: int) -> bool:
+    """Gone, or a zombie with no thread left (it holds no files; only its parent can reap it).
+    A killed thread-group leader shows Z while its other threads still exit."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1
     except OSError:
         return True
+
+
+def group_members(pgids: Collection[int]) -> list[int]:
+    """Every live process whose process group is one of `pgids` (field 5 of /proc/PID/stat)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def wait_exited(pids: Iterable[int], timeout_s: float = 10.0) -> list[int]:
+    """Wait until every one of `pids` (just SIGKILLed) has exited; returns those still running.
+
+    SIGKILL is delivered asynchronously: a daemon mid-syscall may still create or unlink files
+    for a moment, which made a `shutil.rmtree` of its data directory fail.
+    """
+    pending = set(pids)
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        pending = {p for p in pending if not exited(p)}
+        if pending:
+            time.sleep(0.02)
+    return sorted(pending)
 
 
 def kill_namespace_processes(ns: str) -> list[int]:
     """SIGKILL every process inside `ns` (a node's daemons and all their children)."""
     killed = []
     for _ in range(5):  # a parent may fork while we kill: repeat until the namespace is empty
-        pids = [p for p in namespace_pids(ns) if p != os.getpid() and not _zombie(p)]
+        pids = [p for p in namespace_pids(ns) if p != os.getpid() and not exited(p)]
         if not pids:
             break
         for pid in pids:
@@ -106,11 +140,13 @@ def kill_namespace_processes(ns: str) -> list[int]:
     return killed
 
 
-def delete_namespace(ns: str) -> None:
-    kill_namespace_processes(ns)
+def delete_namespace(ns: str) -> list[int]:
+    """Kill what runs inside, remove the namespace; returns the PIDs killed (to wait for)."""
+    killed = kill_namespace_processes(ns)
     if ns in namespaces():
         ip("netns", "del", ns, check=False)
     shutil.rmtree(ETC_NETNS / ns, ignore_errors=True)
+    return killed
 
 
 def set_link(veth: str, up: bool) -> None:

@@ -18,10 +18,10 @@ import httpx
 from components.roles import Secrets, mysql
 from components.stack_file import load_topology, stack_path
 from components.topology import LB_HTTP_PORT, Node, Role, Topology
-from tests.lab import daemons, netns
-from tests.lab.daemons import NodeDirs
-from tests.lab.netns import LabError
-from tests.lab.state import NS_PREFIX, REPO, LabState, lab_dir, start_ticks
+from lab import daemons, netns
+from lab.daemons import NodeDirs
+from lab.netns import LabError
+from lab.state import NS_PREFIX, REPO, LabState, lab_dir, start_ticks
 
 LAB_SECRETS = Secrets(db_root_password="lab-root-pw", db_app_password="lab-app-pw")
 
@@ -208,6 +208,7 @@ class Lab:
                     pass
         killed += netns.kill_namespace_processes(ns_of(name))
         daemons.reap([p.pid for p in self.state.procs if p.node == name])
+        netns.wait_exited(killed)  # a restart must not meet the dying daemon's files and ports
         return killed
 
     def cut_link(self, name: str) -> None:
@@ -264,14 +265,15 @@ def down(directory: Path | None = None) -> list[str]:
     directory = directory or lab_dir()
     state = LabState.load(directory)
     done = []
-    for proc in state.procs:
-        if start_ticks(proc.pid) == proc.start_ticks:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pgid, signal.SIGKILL)
+    groups = [p.pgid for p in state.procs if start_ticks(p.pid) == p.start_ticks]
+    killed = netns.group_members(groups)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
     for cidr in state.rules:
         netns.delete_rule(netns.isolation_rule(cidr))
     for ns in sorted({*state.namespaces, *(n for n in netns.namespaces() if n.startswith(NS_PREFIX))}):
-        netns.delete_namespace(ns)
+        killed += netns.delete_namespace(ns)
         done.append(f"namespace {ns}")
     for ns in state.etc_netns:
         shutil.rmtree(netns.ETC_NETNS / ns, ignore_errors=True)
@@ -280,7 +282,10 @@ def down(directory: Path | None = None) -> list[str]:
     if state.bridge:
         netns.delete_link(state.bridge)
         done.append(f"bridge {state.bridge}")
-    daemons.reap()
+    daemons.reap(killed)
+    still = netns.wait_exited(killed)
+    if still:
+        raise LabError(f"processes {still} survived SIGKILL; {directory} left in place")
     if directory.exists():
         shutil.rmtree(directory)
         done.append(f"directory {directory}")

@@ -16,8 +16,8 @@ from pathlib import Path
 from components.roles import lb, mysql, web
 from components.roles.common import script_path
 from components.topology import Node, Role, Topology
-from tests.lab.netns import LabError, run
-from tests.lab.state import LabState, Proc, start_ticks
+from lab.netns import LabError, run
+from lab.state import LabState, Proc, start_ticks
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 # Not inside the checkout: the daemons run as their own users (mysql, www-data), and a checkout
 # may sit below a directory only root can enter (a clone in a `mktemp -d` is 0700). There is one
 # lab per machine anyway (one bridge, one namespace prefix).
