@@ -63,3 +63,44 @@ def placement_problems(topology: Topology, record: StackRecord) -> list[Problem]
             "from before a failover? Take the current stack file; once the host is repaired, "
             f"`mac-watchdog reclaim {host}` puts it back"))
     return problems
+
+
+STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+def _stack_resource(deployment: Mapping[str, Any]) -> dict[str, Any] | None:
+    resources = deployment.get("resources")
+    if not isinstance(resources, list):
+        return None
+    return next((r for r in resources if isinstance(r, dict) and r.get("type") == STACK_TYPE), None)
+
+
+def record_in_state(deployment: Mapping[str, Any]) -> StackRecord:
+    """The record as an exported state holds it (the root stack's outputs)."""
+    stack = _stack_resource(deployment)
+    outputs = (stack or {}).get("outputs") or {}
+    return parse_record(outputs.get(RECORD_OUTPUT) if isinstance(outputs, Mapping) else None)
+
+
+def with_record_in_state(deployment: Mapping[str, Any], record: StackRecord) -> dict[str, Any]:
+    """A copy of an exported state whose root stack outputs hold `record` (for `stack import`):
+    the watchdog records a fence before the deploy and drops a host when a person reclaims it.
+    A state without a root stack (never deployed) gets no record: nothing there to protect."""
+    out = dict(deployment)
+    resources = [dict(r) if isinstance(r, dict) and r.get("type") == STACK_TYPE else r
+                 for r in deployment.get("resources") or []]
+    out["resources"] = resources
+    stack = _stack_resource(out)
+    if stack is not None:
+        outputs = dict(stack.get("outputs") or {})
+        outputs[RECORD_OUTPUT] = record_output(record)
+        stack["outputs"] = outputs
+    return out
+
+
+def fenced(record: StackRecord, hosts: list[str]) -> StackRecord:
+    return StackRecord(record.founded, tuple(sorted(set(record.fenced_hosts) | set(hosts))))
+
+
+def reclaimed(record: StackRecord, host: str) -> StackRecord:
+    return StackRecord(record.founded, tuple(h for h in record.fenced_hosts if h != host))

@@ -14,10 +14,14 @@ from components import roles
 from components.record import (
     RECORD_OUTPUT,
     StackRecord,
+    fenced,
     next_record,
     parse_record,
     placement_problems,
+    reclaimed,
+    record_in_state,
     record_output,
+    with_record_in_state,
 )
 from components.roles import mysql
 from components.stack_file import load_topology, stack_path
@@ -147,3 +151,23 @@ def test_the_failover_file_deploys_and_keeps_the_host_recorded() -> None:
     # recorded by the failover deploy itself, before any record existed
     e = evaluate("dev", config=_after_failover(), previous_outputs=_founded())
     assert e.outputs[RECORD_OUTPUT]["fencedHosts"] == ["kvm1"]
+
+
+# --- the record inside an exported state (what the watchdog edits) -----------------------------
+
+
+def test_the_record_round_trips_through_an_exported_state() -> None:
+    deployment = {"resources": [
+        {"urn": "urn:pulumi:dev::mac::pulumi:pulumi:Stack::mac-dev", "type": "pulumi:pulumi:Stack",
+         "outputs": {"lb_url": "http://x/"}},
+        {"urn": "urn:pulumi:dev::mac::random:index/randomPassword:RandomPassword::p",
+         "type": "random:index/randomPassword:RandomPassword", "outputs": {"result": "s"}},
+    ]}
+    assert record_in_state(deployment) == StackRecord()
+    after = with_record_in_state(deployment, fenced(StackRecord(True), ["kvm1"]))
+    assert record_in_state(after) == StackRecord(True, ("kvm1",))
+    assert after["resources"][0]["outputs"]["lb_url"] == "http://x/"
+    assert "macRecord" not in deployment["resources"][0]["outputs"]  # the input is left alone
+    back = with_record_in_state(after, reclaimed(record_in_state(after), "kvm1"))
+    assert record_in_state(back) == StackRecord(True, ())
+    assert record_in_state(with_record_in_state({}, StackRecord(True))) == StackRecord()
