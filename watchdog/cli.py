@@ -20,9 +20,10 @@ from watchdog.errors import BadInput, RemediationRefused, WatchdogError
 from watchdog.journal import Journal
 from watchdog.jsonlog import JsonFormatter
 from watchdog.plan import Action, Plan, plan
-from watchdog.probe import Kind, Target, probe_once, targets
+from watchdog.probe import probe_once
 from watchdog.reclaim import list_domains, our_domains, reclaimed
 from watchdog.remediate import describe
+from watchdog.target import Kind, Target, targets
 from watchdog.watch import Context, Watchdog
 
 app = typer.Typer(

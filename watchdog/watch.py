@@ -27,9 +27,10 @@ from watchdog.fence import DEFAULT_FENCE_TIMEOUT_S, fence
 from watchdog.journal import Journal
 from watchdog.jsonlog import fields
 from watchdog.plan import Action, Plan, plan
-from watchdog.probe import Kind, Prober, ProbeResult, target_key, targets
+from watchdog.probe import Prober
 from watchdog.remediate import Fencer, Outcome, Remediator, StateBackend, backoff_delay, describe
 from watchdog.schedule import Sweeper
+from watchdog.target import ProbeResult, TargetKey, targets
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Context:
         return asyncio.run(self._verify(topology, nodes, timeout_s))
 
     async def _verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
-        wanted = {target_key(Kind.NODE, n) for n in nodes}
+        wanted = {TargetKey.node(n) for n in nodes}
         items = [t for t in targets(topology, self.url_for, self.ssh_port) if t.key in wanted]
         settings = topology.watchdog
         deadline = time.monotonic() + timeout_s
@@ -163,9 +164,9 @@ class Watchdog:
             log.error("%s (remediations will fail until this is fixed)", err)
 
     @staticmethod
-    def _log_change(key: str, h: Health) -> None:
+    def _log_change(key: TargetKey, h: Health) -> None:
         log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "",
-                 extra=fields("health", target=key, state=h.state.value, error=h.last_error))
+                 extra=fields("health", target=str(key), state=h.state.value, error=h.last_error))
 
     async def tick(self, sweeper: Sweeper) -> None:
         """One round of probes (suspects in fast lanes are left to them), then decide."""
@@ -261,10 +262,8 @@ class Watchdog:
         """Watch `topology` from now on; a node that moved is a new VM, judged afresh."""
         old, self.topology = self.topology, topology
         self.detector.forget_except(t.key for t in targets(topology, self.ctx.url_for, self.ctx.ssh_port))
-        for name, node in topology.nodes.items():
-            before = old.nodes.get(name)
-            if before is None or before.host != node.host:
-                self.detector.health.pop(target_key(Kind.NODE, name), None)
+        self.detector.forget(TargetKey.node(name) for name, node in topology.nodes.items()
+                             if name not in old.nodes or old.nodes[name].host != node.host)
 
     async def _finish_task(self) -> None:
         task, self._task = self._task, None
@@ -280,4 +279,4 @@ class Watchdog:
         if outcome is not None:
             self.outcomes.append(outcome)
             for node in (*outcome.plan.verify, *outcome.plan.replace):
-                self.detector.health[target_key(Kind.NODE, node)] = Health()
+                self.detector.reset(TargetKey.node(node))
