@@ -21,6 +21,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from components.topology import Topology, WatchdogSettings
+from watchdog.reasons import Note, Reason
 from watchdog.target import ProbeResult, TargetKey
 
 # Timers may fire a hair early (asyncio wakes up within the clock resolution): a span this much
@@ -141,7 +142,7 @@ class Failures:
     isolated: bool = False  # too much failing at once: suspect our own network
     failing: int = 0  # targets whose last probe failed
     total: int = 0
-    notes: tuple[str, ...] = ()  # failures we deliberately do not act on, and why
+    notes: tuple[Note, ...] = ()  # failures we deliberately do not act on, and why
 
     @property
     def empty(self) -> bool:
@@ -158,23 +159,25 @@ def classify(topology: Topology, health: Mapping[TargetKey, Health],
     failing = sum(1 for k in known if health[k].last_ok is False or health[k].state is State.FAILED)
     total = len(known)
     if total and failing / total > settings.max_unhealthy_share:
-        return Failures(isolated=True, failing=failing, total=total, notes=(
+        return Failures(isolated=True, failing=failing, total=total, notes=(Note(
+            Reason.ISOLATION_SUSPECTED,
             f"{failing} of {total} targets failing (more than {settings.max_unhealthy_share:.0%}): "
-            "suspecting the watchdog's own network; acting on nothing",))
+            "suspecting the watchdog's own network; acting on nothing"),))
 
     def failed(key: TargetKey | None) -> bool:
         return key is not None and key in health and health[key].state is State.FAILED
 
     hosts: list[str] = []
-    notes: list[str] = []
+    notes: list[Note] = []
     for host, key in host_keys.items():
         if not failed(key):
             continue
         on_it = topology.nodes_on(host)
         answering = [n.name for n in on_it if health.get(node_keys[n.name], Health()).last_ok]
         if answering:
-            notes.append(f"host {host} is unreachable but {', '.join(sorted(answering))} still "
-                         "answer: management network trouble? not acting on it")
+            notes.append(Note(Reason.MANAGEMENT_NETWORK_SUSPECTED,
+                              f"host {host} is unreachable but {', '.join(sorted(answering))} still "
+                              "answer: management network trouble? not acting on it", (host,)))
         elif all(failed(node_keys[n.name]) for n in on_it):
             hosts.append(host)
         # else: its nodes are failing but not failed yet; wait for them
@@ -188,8 +191,9 @@ def classify(topology: Topology, health: Mapping[TargetKey, Health],
         host_key = host_keys.get(host)
         if failed(host_key):
             if any(health.get(node_keys[n.name], Health()).last_ok for n in topology.nodes_on(host)):
-                notes.append(f"node {name} failed and its host {host} is unreachable while other "
-                             "nodes on it answer: not acting on it")
+                notes.append(Note(Reason.NODE_ON_UNREACHABLE_HOST,
+                                  f"node {name} failed and its host {host} is unreachable while "
+                                  "other nodes on it answer: not acting on it", (name,)))
             # else: the other nodes on it are failing but not failed yet; wait for them
             continue
         if host_key is not None and health.get(host_key, Health()).last_ok is False:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from components.topology import Topology, WatchdogSettings
 from watchdog.detect import SPAN_SLACK_S, Detector, Health, State, classify, step
+from watchdog.reasons import Reason
 from watchdog.target import ProbeResult, TargetKey
 
 nk, hk = TargetKey.node, TargetKey.host
@@ -102,7 +103,9 @@ def test_classify_node_failure_on_reachable_host(topology: Topology) -> None:
 def test_classify_host_unreachable_but_nodes_answer_is_not_acted_on(topology: Topology) -> None:
     f = classify(topology, _health(topology, {hk("kvm1"), nk("db1")}))
     assert f.empty
-    assert any("web1 still answer" in n for n in f.notes)
+    assert [(n.code, n.about) for n in f.notes] == [(Reason.MANAGEMENT_NETWORK_SUSPECTED, ("kvm1",)),
+                                                    (Reason.NODE_ON_UNREACHABLE_HOST, ("db1",))]
+    assert "web1 still answer" in f.notes[0].message
 
 
 def test_classify_waits_while_the_nodes_of_a_dead_host_are_only_failing(topology: Topology) -> None:
@@ -119,7 +122,7 @@ def test_classify_isolation_when_more_than_the_share_fails(topology: Topology) -
     health = _health(topology, {hk("kvm1"), nk("db1"), nk("web1")}, {hk("kvm2"), nk("db2")})
     f = classify(topology, health)
     assert f.isolated and not f.hosts and not f.nodes
-    assert "acting on nothing" in f.notes[0]
+    assert f.notes[0].code is Reason.ISOLATION_SUSPECTED and "acting on nothing" in f.notes[0].message
     # 4 of 9 is not isolation
     health = _health(topology, {hk("kvm1"), nk("db1"), nk("web1")}, {nk("db2")})
     assert not classify(topology, health).isolated
