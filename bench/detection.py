@@ -209,7 +209,8 @@ def detection_to_up() -> dict[str, Any]:
     from tests.watchdog.conftest import TEST_STACK
     from tests.watchdog.state_fixture import exported
     from watchdog.alert import Alerter
-    from watchdog.watch import Context, Watchdog
+    from watchdog.context import Context
+    from watchdog.watch import Watchdog
 
     samples, detections = [], []
     for trial in range(FAILOVER_TRIALS):

@@ -13,18 +13,16 @@ from typing import Annotated
 
 import typer
 
-from components.stack_file import load_topology, stack_names, stack_path, write_topology
+from components.stack_file import load_topology, stack_names, stack_path
 from components.topology import HEALTH_ENDPOINTS, SSH_PORT, Node, Topology, TopologyError
+from watchdog.context import Context
 from watchdog.detect import Failures
 from watchdog.errors import BadInput, RemediationRefused, WatchdogError
-from watchdog.journal import Journal
 from watchdog.jsonlog import JsonFormatter
-from watchdog.plan import Action, Plan, plan
-from watchdog.probe import probe_once
-from watchdog.reclaim import list_domains, our_domains, reclaimed
-from watchdog.remediate import describe
-from watchdog.target import Kind, Target, targets
-from watchdog.watch import Context, Watchdog
+from watchdog.plan import Action, plan
+from watchdog.present import Status, plan_lines
+from watchdog.reclaim import reclaim as reclaim_host
+from watchdog.watch import Watchdog
 
 app = typer.Typer(
     name="mac-watchdog",
@@ -169,37 +167,12 @@ def status(
         ctx = _context(project_dir, stack, state_dir, http_port=http_port, ssh_port=ssh_port)
         topology = ctx.topology()
         results = asyncio.run(ctx.probe_all(topology))
-        by_key = {t.key: t for t in targets(topology, ctx.url_for, ctx.ssh_port)}
-        pending = ctx.journal.pending()
-    rows = []
-    for r in results:
-        t: Target = by_key[r.key]
-        rows.append({"kind": t.kind.value, "name": t.name, "role": t.role,
-                     "host": topology.nodes[t.name].host if t.kind is Kind.NODE else t.name,
-                     "address": t.address, "state": "up" if r.ok else "down",
-                     "latency_ms": round(r.latency_s * 1000, 1), "error": r.error})
-    healthy = all(r.ok for r in results)
+        report = Status(ctx.stack, topology, ctx.targets(topology), results, ctx.journal.pending())
     if as_json:
-        typer.echo(json.dumps({"stack": ctx.stack, "healthy": healthy, "targets": rows,
-                               "spares": list(topology.spares),
-                               "failedHosts": list(topology.failed_hosts),
-                               "pendingRemediation": None if pending is None else {
-                                   "id": pending.id, "code": pending.plan.code.value,
-                                   "reason": pending.plan.reason,
-                                   "nextStep": pending.next_step}}, indent=2))
+        typer.echo(json.dumps(report.to_json(), indent=2))
     else:
-        header = ("KIND", "NAME", "ROLE", "HOST", "ADDRESS", "STATE", "LATENCY", "ERROR")
-        table = [header] + [(r["kind"], r["name"], r["role"], r["host"], r["address"], r["state"],
-                             f"{r['latency_ms']:.1f} ms", r["error"] or "") for r in rows]
-        widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-        for row in table:
-            typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        typer.echo(f"spares: {', '.join(topology.spares) or '-'}; failed hosts: "
-                   f"{', '.join(topology.failed_hosts) or '-'}")
-        if pending is not None:
-            typer.echo(f"unfinished remediation {pending.id}: {pending.plan.reason} "
-                       f"(next step: {pending.next_step})")
-    raise typer.Exit(EXIT_OK if healthy else EXIT_FOUND)
+        _echo(report.lines())
+    raise typer.Exit(EXIT_OK if report.healthy else EXIT_FOUND)
 
 
 def _failures_for(topology: Topology, names: list[str]) -> Failures:
@@ -217,17 +190,9 @@ def _failures_for(topology: Topology, names: list[str]) -> Failures:
     return Failures(hosts=tuple(sorted(set(hosts))), nodes=tuple(sorted(set(nodes))))
 
 
-def _print_plan(p: Plan) -> None:
-    typer.echo(f"action: {p.action.value}")
-    typer.echo(f"reason: {p.reason} [{p.code}]")
-    for m in p.moves:
-        typer.echo(f"move:   {m.node}: {m.from_host} -> {m.to_host}")
-    for n in p.replace:
-        typer.echo(f"replace: {n} (in place)")
-    for line in describe(p):
-        typer.echo(f"step:   {line}")
-    for note in p.notes:
-        typer.echo(f"note:   {note.message} [{note.code}]")
+def _echo(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command("plan")
@@ -247,7 +212,7 @@ def plan_command(
     if as_json:
         typer.echo(json.dumps(p.to_json(), indent=2))
     else:
-        _print_plan(p)
+        _echo(plan_lines(p))
     raise typer.Exit(EXIT_FOUND if p.action is Action.REFUSE else EXIT_OK)
 
 
@@ -274,7 +239,7 @@ def failover(
             ctx.remediator(topology).resume()
             topology = ctx.topology()
         p = plan(topology, Failures(hosts=(host,)), ctx.journal.history(), ctx.clock(), manual=True)
-        _print_plan(p)
+        _echo(plan_lines(p))
         if p.action is Action.REFUSE:
             raise RemediationRefused(p.reason)
         if dry_run or not p.steps:
@@ -325,27 +290,9 @@ def reclaim(
     """Put a repaired host back as a spare: only when reachable and running none of our domains."""
     with _errors():
         ctx = _context(project_dir, stack, state_dir, ssh_port=ssh_port)
-        topology = ctx.topology()
-        new = reclaimed(topology, host)
-        h = topology.hosts[host]
-        target = Target(Kind.HOST, host, f"{h.address}:{ssh_port}", "host")
-        [result] = asyncio.run(probe_once([target], max(topology.watchdog.probe_timeout_s, 3.0)))
-        if not result.ok:
-            raise RemediationRefused(f"{host} is not reachable at {target.address} ({result.error})")
-        domains = list_domains(h)
-        if domains is None and not force:
-            raise RemediationRefused(
-                f"virsh is not installed, so nothing checks that {host} runs none of "
-                f"{', '.join(sorted(topology.nodes))}; install libvirt-clients, or check by hand "
-                "and pass --force")
-        ours = our_domains(domains or [], topology)
-        if ours:
-            raise RemediationRefused(f"{host} still has our domains {', '.join(ours)}; "
-                                     f"undefine them there first (virsh -c {h.uri} undefine NAME)")
-        write_topology(ctx.stack_file, new)
-        Journal(ctx.state_dir).append({"event": "reclaimed", "host": host, "forced": force})
-    typer.echo(f"{host} is a spare again (spares: {', '.join(new.spares)}); the next `pulumi up` "
-               "prepares its pool and base image")
+        outcome = reclaim_host(ctx, host, force)
+    typer.echo(f"{host} is a spare again (spares: {', '.join(outcome.plan.topology.spares)}); the "
+               "next `pulumi up` prepares its pool and base image")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Literal
 
 import httpx
@@ -141,9 +141,3 @@ class Prober:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
 
-
-async def probe_once(items: Sequence[Target], timeout_s: float,
-                     concurrency: int = DEFAULT_CONCURRENCY) -> list[ProbeResult]:
-    """One round of probes with fresh connections (for one-shot commands)."""
-    async with Prober(timeout_s, concurrency) as prober:
-        return await prober.probe_all(items)

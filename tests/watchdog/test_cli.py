@@ -15,6 +15,7 @@ from components.stack_file import load_topology, stack_path
 from tests.watchdog.conftest import Servers, StandIn
 from tests.watchdog.state_fixture import exported
 from watchdog.cli import app, main
+from watchdog.journal import Journal
 
 runner = CliRunner()
 
@@ -167,6 +168,12 @@ def test_reclaim(project: Path, servers: Servers, monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 0, result.output
     t = load_topology(path)
     assert (t.spares, t.failed_hosts) == (("kvm1",), ())
+    # Journaled like any remediation: planned, its one step, finished; history ignores it.
+    journal = Journal(project / "state")
+    events = [(e["event"], e.get("step"), e.get("status") or e.get("outcome")) for e in journal.entries()]
+    assert events == [("planned", None, None), ("step", "write_config", "started"),
+                      ("step", "write_config", "done"), ("finished", None, "ok")]
+    assert journal.entries()[0]["plan"]["code"] == "host_reclaimed" and journal.pending() is None
 
 
 def test_reclaim_refuses_while_our_domains_remain(project: Path, servers: Servers,
@@ -175,7 +182,7 @@ def test_reclaim_refuses_while_our_domains_remain(project: Path, servers: Server
     from components.stack_file import write_topology
     write_topology(path, load_topology(path).move_nodes(["db1", "web1"], "spare1").with_(
         spares=(), failed_hosts=("kvm1",)))
-    monkeypatch.setattr("watchdog.cli.list_domains", lambda host: ["web1", "other-vm"])
+    monkeypatch.setattr("watchdog.reclaim.list_domains", lambda host: ["web1", "other-vm"])
     servers.up("127.0.1.1")
     result = invoke(project, "reclaim", "kvm1", "--ssh-port", str(servers.port))
     assert result.exit_code == 1 and "still has our domains web1" in result.stderr

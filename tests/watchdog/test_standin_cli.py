@@ -17,6 +17,7 @@ from components.stack_file import load_topology, stack_path
 from components.topology import Host, Topology
 from tests.watchdog.conftest import Servers, StandIn
 from tests.watchdog.state_fixture import exported
+from watchdog.context import Context
 from watchdog.deploy import Deployer
 from watchdog.detect import Failures
 from watchdog.errors import DeployFailed, PulumiNotFound, StackLocked
@@ -24,7 +25,6 @@ from watchdog.fence import FenceResult
 from watchdog.journal import Journal
 from watchdog.plan import Step, plan
 from watchdog.state import urn_name
-from watchdog.watch import Context
 
 S = "test"
 

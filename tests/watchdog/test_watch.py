@@ -11,11 +11,12 @@ from components.topology import Host, Topology
 from tests.watchdog.conftest import Servers, StandIn
 from tests.watchdog.state_fixture import exported
 from watchdog.alert import Alerter
+from watchdog.context import Context
 from watchdog.deploy import Deployer
 from watchdog.fence import FenceResult
 from watchdog.journal import Journal
 from watchdog.plan import Action, Step
-from watchdog.watch import Context, Watchdog
+from watchdog.watch import Watchdog
 
 
 def context(project: Path, standin: StandIn, servers: Servers, tmp_path: Path,
