@@ -11,16 +11,27 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from components.stack_file import load_topology, stack_path
-from components.topology import SSH_PORT, Node, Topology
+from components.topology import Topology
 from watchdog.alert import Alerter
 from watchdog.deploy import Deployer
+from watchdog.events import EventSink, ignore
 from watchdog.fence import DEFAULT_FENCE_TIMEOUT_S, fence
 from watchdog.journal import Journal
-from watchdog.probe import Prober
+from watchdog.probe import Prober, TransportFactory
 from watchdog.remediate import Fencer, Remediator, StateBackend
 from watchdog.target import ProbeResult, Target, TargetKey, targets
+
+
+@dataclass(frozen=True)
+class Seams:
+    """What a caller of `mac-watchdog` plugs in (tests, benchmarks): who listens to the events,
+    and how probes travel. `cli.main(argv, seams)` hands them to every command."""
+
+    events: EventSink = ignore
+    transport: TransportFactory | None = None
 
 
 @dataclass
@@ -31,8 +42,7 @@ class Context:
     stack: str
     state_dir: Path
     pulumi_root: Path | None = None
-    url_for: Callable[[Node], str] | None = None  # tests point probes at local servers
-    ssh_port: int = SSH_PORT
+    transport: TransportFactory | None = None  # how probes travel (default: watchdog.probe's)
     fencer: Fencer = fence
     fence_timeout_s: float = DEFAULT_FENCE_TIMEOUT_S
     backend: StateBackend | None = None
@@ -42,10 +52,11 @@ class Context:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
     alerter: Alerter | None = None
+    events: EventSink = ignore  # who listens: journal entries and alerts as they happen
     journal: Journal = field(init=False)
 
     def __post_init__(self) -> None:
-        self.journal = Journal(self.state_dir, self.clock)
+        self.journal = Journal(self.state_dir, self.clock, self.events)
 
     @property
     def stack_file(self) -> Path:
@@ -56,7 +67,7 @@ class Context:
 
     def alerts(self, topology: Topology) -> Alerter:
         if self.alerter is None:
-            self.alerter = Alerter(topology.watchdog.webhook_url, self.stack)
+            self.alerter = Alerter(topology.watchdog.webhook_url, self.stack, events=self.events)
         return self.alerter
 
     def deployer(self) -> StateBackend:
@@ -77,10 +88,10 @@ class Context:
 
     async def _verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
         wanted = {TargetKey.node(n) for n in nodes}
-        items = [t for t in targets(topology, self.url_for, self.ssh_port) if t.key in wanted]
+        items = [t for t in targets(topology) if t.key in wanted]
         settings = topology.watchdog
         deadline = time.monotonic() + timeout_s
-        async with Prober(settings.probe_timeout_s) as prober:
+        async with self.prober(settings.probe_timeout_s) as prober:
             while items:
                 results = await prober.probe_all(items)
                 healthy = {r.key for r in results if r.ok}
@@ -90,12 +101,16 @@ class Context:
                 await asyncio.sleep(min(settings.interval_s, max(0.0, deadline - time.monotonic())))
         return sorted(t.name for t in items)
 
+    def prober(self, timeout_s: float, **options: Any) -> Prober:
+        """A Prober that probes through this context's transport."""
+        return Prober(timeout_s, transport=self.transport, **options)
+
     def targets(self, topology: Topology) -> list[Target]:
-        return targets(topology, self.url_for, self.ssh_port)
+        return targets(topology)
 
     async def probe(self, items: Sequence[Target], timeout_s: float) -> list[ProbeResult]:
         """One round of probes of `items` with fresh connections (one-shot commands)."""
-        async with Prober(timeout_s) as prober:
+        async with self.prober(timeout_s) as prober:
             return await prober.probe_all(items)
 
     async def probe_all(self, topology: Topology) -> list[ProbeResult]:

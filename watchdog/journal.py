@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -18,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from watchdog.errors import JournalError
+from watchdog.events import Event, EventKind, EventSink, ignore
 from watchdog.plan import Action, History, Plan, Remediation, Step
 
 JOURNAL_FILE = "journal.jsonl"
-# Test hook: "STEP:STATUS" (e.g. "write_config:done") makes the process SIGKILL itself right after
-# journaling that entry, to prove a restart resumes at the next step.
-KILL_AFTER_ENV = "MAC_WATCHDOG_TEST_KILL_AFTER"
 
 STARTED, DONE, FAILED = "started", "done", "failed"
 
@@ -45,8 +42,10 @@ class Pending:
 
 
 class Journal:
-    def __init__(self, state_dir: str | Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state_dir: str | Path, clock: Callable[[], float] = time.time,
+                 events: EventSink = ignore) -> None:
         self.state_dir = Path(state_dir)
+        self.events = events
         self.path = self.state_dir / JOURNAL_FILE
         self.clock = clock
         self._cache: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
@@ -65,9 +64,7 @@ class Journal:
         except OSError as err:
             raise JournalError(f"cannot write the journal {self.path}: {err.strerror}; "
                                "check --state-dir") from None
-        kill_after = os.environ.get(KILL_AFTER_ENV)
-        if kill_after and kill_after == f"{record.get('step')}:{record.get('status')}":
-            os.kill(os.getpid(), signal.SIGKILL)
+        self.events(Event(EventKind.JOURNALED, entry))
         return entry
 
     def entries(self) -> list[dict[str, Any]]:

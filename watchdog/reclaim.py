@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 
-from components.topology import Host, Topology, validate
+from components.topology import SSH_PORT, Host, Topology, validate
 from watchdog.context import Context
 from watchdog.errors import BadInput, RemediationRefused
 from watchdog.plan import Action, Plan, Step
@@ -75,7 +75,7 @@ def check_host(ctx: Context, topology: Topology, host: str, force: bool,
     """Refuse unless `host` answers on its management address and runs none of our domains
     (unchecked with `force` when nothing here can list them)."""
     h = topology.hosts[host]
-    target = Target(Kind.HOST, host, f"{h.address}:{ctx.ssh_port}", "host")
+    target = Target(Kind.HOST, host, f"{h.address}:{SSH_PORT}", "host")
     timeout_s = max(topology.watchdog.probe_timeout_s, MIN_PROBE_TIMEOUT_S)
     [result] = asyncio.run(ctx.probe([target], timeout_s))
     if not result.ok:

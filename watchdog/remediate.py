@@ -86,8 +86,6 @@ class Remediator:
         self.up_attempts = max(1, up_attempts)
         self.backoff_s = backoff_s
         self.sleep = sleep
-        # Called with the step just before it runs (the bench uses it to time "up started").
-        self.on_step: Callable[[Step], None] = lambda step: None
 
     def execute(self, p: Plan, trigger: str, precheck: Callable[[], None] | None = None) -> Outcome:
         """Run a new plan from its first step. `precheck` runs under the lock before anything is
@@ -126,7 +124,6 @@ class Remediator:
             if step in done:
                 continue
             self.journal.step(rid, step, STARTED)
-            self.on_step(step)
             try:
                 detail = self._do(rid, step, p)
             except VerifyFailed as err:

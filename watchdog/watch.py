@@ -11,20 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 
 from components.topology import Topology
 from watchdog.context import Context
 from watchdog.detect import Detector, Failures, Health, classify
 from watchdog.errors import WatchdogError
+from watchdog.events import Event, EventKind
 from watchdog.jsonlog import fields
 from watchdog.plan import Action, Plan, plan
 from watchdog.present import describe
-from watchdog.probe import Prober
 from watchdog.reasons import Reason
 from watchdog.remediate import Outcome, backoff_delay
 from watchdog.schedule import Sweeper
-from watchdog.target import TargetKey, targets
+from watchdog.target import TargetKey
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,6 @@ class Watchdog:
         self.outcomes: list[Outcome] = []
         self.errors: list[WatchdogError] = []
         self._background: set[asyncio.Task[bool]] = set()
-        # For the bench: called when a plan that changes something is handed to the worker.
-        self.on_remediation: Callable[[Plan], None] = lambda p: None
 
     def rounds_for_once(self) -> int:
         s = self.topology.watchdog
@@ -63,7 +61,7 @@ class Watchdog:
         s = self.topology.watchdog
         rounds = self.rounds_for_once() if once else max_rounds
         done = 0
-        async with Prober(s.probe_timeout_s) as prober:
+        async with self.ctx.prober(s.probe_timeout_s) as prober:
             sweeper = Sweeper(prober, self.detector, s, on_change=self._log_change)
             try:
                 if not self.dry_run:
@@ -93,14 +91,15 @@ class Watchdog:
         except WatchdogError as err:
             log.error("%s (remediations will fail until this is fixed)", err)
 
-    @staticmethod
-    def _log_change(key: TargetKey, h: Health) -> None:
+    def _log_change(self, key: TargetKey, h: Health) -> None:
+        data = {"target": str(key), "state": h.state.value, "error": h.last_error}
         log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "",
-                 extra=fields("health", target=str(key), state=h.state.value, error=h.last_error))
+                 extra=fields("health", **data))
+        self.ctx.events(Event(EventKind.HEALTH, data))
 
     async def tick(self, sweeper: Sweeper) -> None:
         """One round of probes (suspects in fast lanes are left to them), then decide."""
-        await sweeper.round(targets(self.topology, self.ctx.url_for, self.ctx.ssh_port))
+        await sweeper.round(self.ctx.targets(self.topology))
         if self._task is not None:
             if not self._task.done():
                 return
@@ -165,7 +164,6 @@ class Watchdog:
             self._adopt(current)
             return
         self._decision(p, failures)
-        self.on_remediation(p)
         remediator = self.ctx.remediator(self.topology)
         self._task = asyncio.create_task(asyncio.to_thread(remediator.execute, p, "detected"))
 
@@ -196,7 +194,7 @@ class Watchdog:
     def _adopt(self, topology: Topology) -> None:
         """Watch `topology` from now on; a node that moved is a new VM, judged afresh."""
         old, self.topology = self.topology, topology
-        self.detector.forget_except(t.key for t in targets(topology, self.ctx.url_for, self.ctx.ssh_port))
+        self.detector.forget_except(t.key for t in self.ctx.targets(topology))
         self.detector.forget(TargetKey.node(name) for name, node in topology.nodes.items()
                              if name not in old.nodes or old.nodes[name].host != node.host)
 
