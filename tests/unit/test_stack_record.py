@@ -26,7 +26,7 @@ from components.record import (
 from components.roles import mysql
 from components.stack_file import load_topology, stack_path
 from components.topology import Role
-from tests.unit.conftest import PROJECT_DIR, evaluate, stack_config
+from tests.unit.harness import PROJECT_DIR, evaluate, stack_config
 
 COMMAND = "command:remote:Command"
 CLOUD_INIT = "libvirt:index/cloudInitDisk:CloudInitDisk"
