@@ -145,6 +145,7 @@ class WatchdogSettings:
     replace_attempts: int = 2  # in-place replacements of a node before moving it
     verify_timeout_s: float = 600.0
     webhook_url: str | None = None
+    up_timeout_s: float = 1800.0  # a `pulumi up` running longer is cancelled and retried
     # A target whose last probe failed (suspect) is probed again this often until it is failed or
     # healthy (HAProxy's `fastinter`). Never slower than `interval_s`: when left at the default
     # under a shorter interval, the interval is used (watchdog.detect.reprobe_interval).
@@ -165,6 +166,7 @@ WATCHDOG_KEYS: dict[str, tuple[str, type]] = {
     "replaceAttempts": ("replace_attempts", int),
     "verifyTimeout": ("verify_timeout_s", float),
     "webhookUrl": ("webhook_url", str),
+    "upTimeout": ("up_timeout_s", float),
 }
 
 
