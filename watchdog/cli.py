@@ -8,20 +8,23 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from components.stack_file import load_topology, stack_names, stack_path
+from components.stack_file import file_hash, load_topology, stack_names, stack_path
 from components.topology import Topology, TopologyError
 from watchdog.context import Context, Seams
 from watchdog.detect import Failures
 from watchdog.errors import BadInput, RemediationRefused, WatchdogError
+from watchdog.git import GitRecorder
 from watchdog.jsonlog import JsonFormatter
 from watchdog.plan import Action, plan
 from watchdog.present import Status, plan_lines
 from watchdog.reclaim import reclaim as reclaim_host
+from watchdog.target import Kind
 from watchdog.watch import Watchdog
 
 app = typer.Typer(
@@ -225,14 +228,22 @@ def failover(
     _setup_logging()
     with _errors():
         ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
+        source = file_hash(ctx.stack_file)
         topology = ctx.topology()
         if host not in topology.hosts:
             raise BadInput(f"HOST = {host!r}: not a host in mac:hosts (known: {', '.join(topology.hosts)})")
         if not dry_run and ctx.journal.pending() is not None:
             log.warning("an unfinished remediation comes first: resuming it")
             ctx.remediator(topology).resume()
+            source = file_hash(ctx.stack_file)
             topology = ctx.topology()
-        p = plan(topology, Failures(hosts=(host,)), ctx.journal.history(), ctx.clock(), manual=True)
+        # Which nodes answer now: a DB node is only rebuilt on a fresh disk beside a healthy peer.
+        results = asyncio.run(ctx.probe_all(topology))
+        healthy = {r.key.name for r in results if r.ok and r.key.kind is Kind.NODE}
+        # The plan remembers the file it was made from: if another failover (or a person) changes
+        # it while this one waits at its prompt, the write refuses instead of undoing that change.
+        p = replace(plan(topology, Failures(hosts=(host,)), ctx.journal.history(), ctx.clock(),
+                         manual=True, healthy=healthy), source_hash=source)
         _echo(plan_lines(p))
         if p.action is Action.REFUSE:
             raise RemediationRefused(p.reason)
@@ -257,12 +268,19 @@ def run(
     pulumi_root: PulumiRootOption = None,
     json_log: Annotated[bool, typer.Option(
         "--json-log", help="Log one JSON object per line (decisions carry the whole plan).")] = False,
+    git_commit: Annotated[bool, typer.Option(
+        "--git-commit", help="Commit every stack file the watchdog writes (what moved where, why), "
+                             "so a later deploy from git cannot undo a failover.")] = False,
+    git_push: Annotated[bool, typer.Option(
+        "--git-push", help="Push each such commit too (implies --git-commit).")] = False,
 ) -> None:
     """The watchdog loop: probe, detect, plan, remediate. Ctrl-C stops the loop (a step that is
     running finishes first); an unfinished remediation resumes at the next start."""
     _setup_logging(json_log=json_log)
     with _errors():
         ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
+        if git_commit or git_push:
+            ctx.git = GitRecorder(ctx.stack_file, push=git_push)
         watchdog = Watchdog(ctx, dry_run=dry_run)
         try:
             code = asyncio.run(watchdog.run(once=once))
@@ -279,10 +297,12 @@ def reclaim(
     stack: StackOption = None,
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
+    pulumi_root: PulumiRootOption = None,
 ) -> None:
-    """Put a repaired host back as a spare: only when reachable and running none of our domains."""
+    """Put a repaired host back as a spare: once reachable, its stale MAC domains destroyed, and
+    dropped from the stack's record of fenced hosts (so the program may use it again)."""
     with _errors():
-        ctx = _context(command, project_dir, stack, state_dir)
+        ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
         outcome = reclaim_host(ctx, host, force)
     typer.echo(f"{host} is a spare again (spares: {', '.join(outcome.plan.topology.spares)}); the "
                "next `pulumi up` prepares its pool and base image")

@@ -68,5 +68,9 @@ class VerifyFailed(WatchdogError):
     """The moved or replaced nodes did not turn healthy within the verify timeout."""
 
 
+class StackFileUnwritable(WatchdogError):
+    """The stack file cannot be written (a read-only stacks directory); resumed at that step."""
+
+
 class JournalError(WatchdogError):
     """The journal cannot be read or written."""

@@ -7,6 +7,7 @@ finished one. A failing `up` keeps the written change and is retried with backof
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,8 +29,10 @@ from watchdog.children import Children
 from watchdog.errors import (
     DeployFailed,
     DeployTimedOut,
+    JournalError,
     RemediationRefused,
     StackFileMoved,
+    StackFileUnwritable,
     StackLocked,
     StateError,
     VerifyFailed,
@@ -168,7 +171,8 @@ class Remediator:
                 self.alerter.alert("verify_failed", str(err), reason=Reason.VERIFY_FAILED, remediation=rid)
                 raise
             except WatchdogError as err:
-                self.journal.step(rid, step, FAILED, error=str(err))
+                with contextlib.suppress(JournalError):  # a read-only state dir: alert anyway
+                    self.journal.step(rid, step, FAILED, error=str(err))
                 self.alerter.alert("remediation_failed",
                                    f"step {step.value} failed: {err}; the remediation stays open "
                                    "and is resumed at this step", reason=Reason.REMEDIATION_FAILED,
@@ -203,6 +207,9 @@ class Remediator:
                 changed = write_topology(self.stack_file, p.topology, p.source_hash or None)
             except StackFileChanged as err:
                 raise StackFileMoved(str(err)) from None
+            except OSError as err:
+                raise StackFileUnwritable(f"cannot write the stack file {self.stack_file}: "
+                                          f"{err.strerror}") from None
             if changed and self.after_write is not None:
                 self.after_write(p)
             return {"changed": changed}
