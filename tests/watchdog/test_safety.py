@@ -65,9 +65,11 @@ def test_standin_a_persons_edit_during_the_fence_is_never_overwritten(
     assert ("superseded", "stack_file_changed") in alerts(ctx)
 
 
-def test_standin_resume_on_a_reverted_stack_file_never_deploys_it(
+def test_standin_the_fence_is_recorded_and_a_reverted_stack_file_is_never_deployed(
         project: Path, topology: Topology, standin: StandIn, servers: Servers, tmp_path: Path) -> None:
-    """Killed after writing the file, then `git checkout` of the old file, then resume."""
+    """`up` fails after the file was written (or the watchdog is killed there), then a `git
+    checkout` of the old file, then resume. The fence was recorded in the stack's state before
+    any `up`: the program refuses the old file too (components.record)."""
     servers.serve(topology)
     standin.set_state(exported())
     standin.behave(up_fail=5)
@@ -77,6 +79,7 @@ def test_standin_resume_on_a_reverted_stack_file_never_deploys_it(
     with pytest.raises(Exception, match="no route to host"):
         ctx.remediator(topology).execute(failover(topology, project), "test")
     assert load_topology(path).failed_hosts == ("kvm1",)
+    assert record_in_state(standin.state()["deployment"]) == StackRecord(False, ("kvm1",))
     path.write_text(before)  # git checkout of the old file
     ups = len([c for c in standin.commands() if c[:1] == ["up"]])
     with pytest.raises(StackFileMoved, match="no longer holds this remediation's change"):
@@ -84,19 +87,6 @@ def test_standin_resume_on_a_reverted_stack_file_never_deploys_it(
     assert len([c for c in standin.commands() if c[:1] == ["up"]]) == ups  # no `up` ran
     assert Journal(ctx.state_dir).pending() is None
     assert ("superseded", "stack_file_reverted") in alerts(ctx)
-
-
-def test_standin_the_fence_is_recorded_in_the_stacks_state_and_reclaim_drops_it(
-        project: Path, topology: Topology, standin: StandIn, servers: Servers, tmp_path: Path) -> None:
-    """The program reads this record (components.record) and refuses an old stack file."""
-    servers.serve(topology)
-    standin.set_state(exported())
-    standin.behave(up_fail=5)
-    ctx, _ = make_ctx(project, standin, servers, tmp_path)
-    with pytest.raises(Exception, match="no route to host"):
-        ctx.remediator(topology).execute(failover(topology, project), "test")
-    # recorded before any `up` succeeded
-    assert record_in_state(standin.state()["deployment"]) == StackRecord(False, ("kvm1",))
 
 
 def test_one_lock_per_stack_whatever_the_state_dir(project: Path, tmp_path: Path) -> None:

@@ -122,15 +122,3 @@ def test_a_fenced_host_that_answers_again_is_alerted_once(
     assert len(back) == 1 and "split brain" in str(back[0]["message"])
     assert "mac-watchdog reclaim kvm1" in str(back[0]["message"])
     assert watchdog.outcomes == []  # nothing else happens: it is not ours any more
-
-
-def test_isolation_is_alerted_at_once_with_its_reason(
-        project: Path, topology: Topology, standin: StandIn, servers: Servers, tmp_path: Path) -> None:
-    """The site looks down: the refusal is alerted in the first detection window, with its code."""
-    servers.serve(topology)
-    ctx = context(project, standin, servers, tmp_path)
-    for address in ("127.0.1.1", "127.0.2.11", "127.0.2.21", "127.0.1.2", "127.0.2.12"):
-        servers.down(address)
-    asyncio.run(Watchdog(ctx).run(once=True))
-    [refused] = [a for a in alerts(ctx) if a["event"] == "refused"]
-    assert refused["reason"] == "isolation_suspected"
