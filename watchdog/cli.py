@@ -24,7 +24,7 @@ from watchdog.jsonlog import JsonFormatter
 from watchdog.plan import Action, plan
 from watchdog.present import Status, plan_lines
 from watchdog.reclaim import reclaim as reclaim_host
-from watchdog.target import Kind
+from watchdog.target import Kind, fenced_host_targets
 from watchdog.watch import Watchdog
 
 app = typer.Typer(
@@ -162,7 +162,10 @@ def status(
         ctx = _context(command, project_dir, stack, state_dir)
         topology = ctx.topology()
         results = asyncio.run(ctx.probe_all(topology))
-        report = Status(ctx.stack, topology, ctx.targets(topology), results, ctx.journal.pending())
+        fenced = fenced_host_targets(topology)
+        back = asyncio.run(ctx.probe(fenced, topology.watchdog.probe_timeout_s)) if fenced else []
+        report = Status(ctx.stack, topology, ctx.targets(topology), results, ctx.journal.pending(),
+                        tuple(r.key.name for r in back if r.ok))
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -15,7 +15,7 @@ from collections.abc import Hashable
 from dataclasses import replace
 
 from components.stack_file import file_hash
-from components.topology import SSH_PORT, Topology, TopologyError
+from components.topology import Topology, TopologyError
 from watchdog.context import Context
 from watchdog.detect import Detector, Failures, Health, State, classify
 from watchdog.errors import JournalError, LockUnavailable, WatchdogError
@@ -26,7 +26,7 @@ from watchdog.present import describe
 from watchdog.reasons import Reason
 from watchdog.remediate import Outcome, backoff_delay
 from watchdog.schedule import Sweeper
-from watchdog.target import Kind, Target, TargetKey
+from watchdog.target import Kind, TargetKey, fenced_host_targets
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,7 @@ class Watchdog:
     async def _probe_fenced_hosts(self, sweeper: Sweeper) -> None:
         """Hosts in mac:failedHosts are probed too, apart from the detector: one that answers
         again (`fence: none`, or a fence that lied) may run its old VMs on the moved nodes' IPs."""
-        items = [Target(Kind.HOST, name, f"{self.topology.hosts[name].address}:{SSH_PORT}",
-                        "host") for name in self.topology.failed_hosts if name in self.topology.hosts]
+        items = fenced_host_targets(self.topology)
         if not items:
             return
         results = await sweeper.prober.probe_all(items)

@@ -256,3 +256,22 @@ def test_failover_refuses_a_fresh_db_node_while_its_peer_is_down(
     assert result.exit_code == 1
     assert "DB data needs a person: db1 would be rebuilt on a fresh disk" in result.stderr
     assert stack_path(project, "test").read_text() == before and standin.argv() == []
+
+
+def test_status_shows_a_fenced_host_that_answers_again(project: Path, servers: Servers) -> None:
+    """Issue 11: after a failover with `fence: none` the old host comes back; `status` must not
+    call the moved nodes simply "up" (the answer may come from its old VMs)."""
+    path = stack_path(project, "test")
+    from components.stack_file import write_topology
+    failed = load_topology(path).move_nodes(["db1", "web1"], "spare1").with_(
+        spares=(), failed_hosts=("kvm1",))
+    write_topology(path, failed)
+    servers.serve(failed)
+    seams = Seams(transport=servers.transport())
+    result = invoke(project, "status", "--json", seams=seams)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["failedHostsAnswering"] == []
+    servers.up("127.0.1.1")  # kvm1 answers again
+    result = invoke(project, "status", seams=seams)
+    assert result.exit_code == 1
+    assert "WARNING: kvm1 is in mac:failedHosts but answers again" in result.stdout
