@@ -22,7 +22,7 @@ from components.record import (
     record_in_state,
     with_record_in_state,
 )
-from components.stack_file import StackFileChanged, load_topology, write_topology
+from components.stack_file import StackFileChanged, file_hash, load_topology, write_topology
 from components.topology import Host, Topology, TopologyError
 from watchdog.alert import Alerter
 from watchdog.children import Children
@@ -121,6 +121,11 @@ class Remediator:
                 # Before anything happens: fencing a host and then finding no Pulumi CLI would
                 # leave the cluster worse off than doing nothing.
                 self.backend.check()
+            if p.source_hash and file_hash(self.stack_file) != p.source_hash:
+                # Another failover finished (or a person saved the file) since this plan was
+                # made, e.g. while `failover` waited at its prompt: fence nothing, write nothing.
+                raise StackFileMoved(f"{self.stack_file} changed since the plan was made; nothing "
+                                     "was done: plan again from the file as it is")
             if precheck is not None:
                 precheck()
             rid = self.journal.begin(p, trigger)

@@ -26,7 +26,7 @@ from watchdog.present import describe
 from watchdog.reasons import Reason
 from watchdog.remediate import Outcome, backoff_delay
 from watchdog.schedule import Sweeper
-from watchdog.target import Kind, TargetKey, fenced_host_targets
+from watchdog.target import Kind, ProbeResult, TargetKey, fenced_host_targets
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Watchdog:
         self._io_errors = 0  # consecutive remediations that failed on our own I/O
         self._retry_at = 0.0  # no new remediation before this (after our own I/O failed)
         self._answering: set[str] = set()  # fenced hosts that answered at their last probe
+        self._fenced_probe: asyncio.Task[list[ProbeResult]] | None = None
 
     def rounds_for_once(self) -> int:
         s = self.topology.watchdog
@@ -85,6 +86,8 @@ class Watchdog:
                         break
                     await sweeper.pause(started)
             finally:
+                if self._fenced_probe is not None:
+                    await asyncio.gather(self._fenced_probe, return_exceptions=True)
                 await sweeper.close()
             if self._task is not None:
                 await self._finish_task()
@@ -146,13 +149,19 @@ class Watchdog:
         await self._handle(replace(p, source_hash=self._source_hash), failures)
 
     async def _probe_fenced_hosts(self, sweeper: Sweeper) -> None:
-        """Hosts in mac:failedHosts are probed too, apart from the detector: one that answers
-        again (`fence: none`, or a fence that lied) may run its old VMs on the moved nodes' IPs."""
-        items = fenced_host_targets(self.topology)
-        if not items:
+        """Hosts in mac:failedHosts are probed too, apart from the detector and without holding
+        up the round (a dead host answers nothing until the timeout): one that answers again
+        (`fence: none`, or a fence that lied) may run its old VMs on the moved nodes' IPs."""
+        task = self._fenced_probe
+        if task is not None and not task.done():
             return
-        results = await sweeper.prober.probe_all(items)
-        for result in results:
+        self._fenced_probe = None
+        items = fenced_host_targets(self.topology)
+        if items:
+            self._fenced_probe = asyncio.create_task(sweeper.prober.probe_all(items))
+        if task is None:
+            return
+        for result in task.result():
             name = result.key.name
             if result.ok and name not in self._answering:
                 self._alert_once(

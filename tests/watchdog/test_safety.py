@@ -190,3 +190,21 @@ def test_standin_git_failing_never_stops_a_remediation(
     assert outcome.ran[-1] is Step.VERIFY
     assert ("git_failed", "git_failed") in alerts(ctx)
     assert _git(project, "log", "-1", "--format=%s").startswith("mac-watchdog: host kvm1 failed")
+
+
+def test_standin_a_failover_that_waited_at_its_prompt_undoes_nothing(
+        project: Path, topology: Topology, standin: StandIn, servers: Servers, tmp_path: Path) -> None:
+    """Another failover finished while this one waited: it fences, prunes and writes nothing."""
+    from components.stack_file import write_topology
+
+    servers.serve(topology)
+    standin.set_state(exported())
+    ctx, fences = make_ctx(project, standin, servers, tmp_path)
+    waiting = failover(topology, project)  # planned, then the prompt waits
+    other = topology.move_nodes(["db2", "web2"], "spare1").with_(spares=(), failed_hosts=("kvm2",))
+    write_topology(stack_path(project, S), other)  # the other failover's result
+    with pytest.raises(StackFileMoved, match="nothing was done"):
+        ctx.remediator(topology).execute(waiting, "manual")
+    assert fences.calls == [] and standin.commands() == [["version"], ["stack", "select", "--stack", S]]
+    assert load_topology(stack_path(project, S)) == other
+    assert Journal(ctx.state_dir).entries() == []
