@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 CHILD_FILE = "child.json"
 DEFAULT_GRACE_S = 30.0
@@ -76,10 +79,15 @@ class Children:
     def _write(self, record: ChildRecord) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record)))
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(record)))
+            os.replace(tmp, self.path)
+        except OSError as err:
+            # The child runs anyway; only a restart could not find it (the state dir is alerted
+            # by the journal, which needs it too).
+            log.warning("cannot record the child %s in %s: %s", record.what, self.path, err.strerror)
 
     def forget(self, pid: int) -> None:
         """`pid` ended: drop its record (a caller that waited for it itself)."""
