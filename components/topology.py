@@ -298,7 +298,7 @@ class _Collector:
             sub = f"{path}.{path_segment(name)}"
             problem = rules.name(name) if isinstance(name, str) else "must be a name (a string)"
             if problem is not None:
-                self.add(sub, None, f"this name {problem}")
+                self.add(sub, None, problem)
                 continue
             yield str(name), sub, spec
 
@@ -316,7 +316,8 @@ def parse_topology(raw: Mapping[str, Any]) -> Topology:
     for key in raw:
         if key not in schema.BY_NAME:
             c.add(f"{NAMESPACE}:{path_segment(key)}", raw[key],
-                  f"unknown key{suggest(key, schema.BY_NAME)}; see the README's key table")
+                  "unknown key" + (suggest(key, schema.BY_NAME)
+                                   or "; the README's key table lists the known ones"))
     for key in schema.SECRET_KEYS:
         if key in raw and (problem := rules.secret(raw[key])) is not None:
             c.add(_key(key), None, problem)  # a secret's value is never shown
