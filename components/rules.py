@@ -20,13 +20,13 @@ FENCE_NONE = "none"
 
 # A DNS label that is also a safe file name, libvirt domain name, Galera and HAProxy name.
 NAME_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
-NAME_RULE = "1-32 characters a-z 0-9 -, starting with a letter, not ending with - (e.g. kvm1)"
+NAME_RULE = "1-32 characters a-z 0-9 -, starting with a letter, not ending with -"
 # POSIX portable user name as useradd(8) takes it by default on Debian.
 USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 USER_RULE = "a user name: 1-32 characters a-z 0-9 _ -, starting with a letter or _"
 # An absolute, normalised directory with plain characters: safe in a unit file and a shell line.
 PATH_RE = re.compile(r"/[A-Za-z0-9._/+-]{1,254}")
-PATH_RULE = "an absolute, normalised path of a-z A-Z 0-9 . _ + - / (e.g. /var/lib/libvirt/mac)"
+PATH_RULE = "an absolute, normalised path of a-z A-Z 0-9 . _ + - /"
 BRIDGE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 BRIDGE_RULE = "a Linux interface name: 1-15 characters a-z A-Z 0-9 _ . -"
 HOST_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -118,8 +118,7 @@ def image_source(value: str) -> str | None:
     """A URL (http, https) or an absolute path on each host; its file name names the volume."""
     if value.startswith("/"):
         problem = pool_path(value)
-        return None if problem is None else problem.replace("(e.g. /var/lib/libvirt/mac)",
-                                                            "or an http(s):// URL")
+        return None if problem is None else f"{problem}, or an http(s):// URL"
     problem = http_url(value)
     if problem is not None:
         return f"{problem}, or an absolute path"

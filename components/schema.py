@@ -131,8 +131,8 @@ KEYS: tuple[Key, ...] = (
         "`qemu:///system`, `test:///default`; no port in `qemu+ssh`). `address`: an IP or host "
         "name without a port, probed on TCP 22. `fence`: a command line that powers the host off "
         "(split like a shell line, run without a shell, e.g. `ipmitool ... chassis power off`), or "
-        "`none` to let the watchdog act without fencing. `poolPath`: the storage pool directory, "
-        + rules.PATH_RULE + " (default `/var/lib/libvirt/mac`). `domainType`: `kvm` (default) or "
+        "`none` to let the watchdog act without fencing. `poolPath`: the storage pool directory "
+        "(default `/var/lib/libvirt/mac`), " + rules.PATH_RULE + ". `domainType`: `kvm` (default) or "
         "`qemu` for hosts without KVM.",
         description="Physical KVM hosts: name -> {uri: libvirt URI (qemu+ssh://root@HOST/system, no "
         "port), address: management IP or host name probed on SSH port 22, fence: power-off command "
@@ -281,7 +281,8 @@ def readme_table() -> str:
     rows = [README_HEADER]
     for key in KEYS:
         required = " Required." if key.required else ""
-        rows.append(f"| `{key.full}` | {key.summary}{required} | {key.allowed} |")
+        cells = (f"`{key.full}`", key.summary + required, key.allowed)
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows)
 
 
