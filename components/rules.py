@@ -96,8 +96,8 @@ def fence(value: str) -> str | None:
         argv = shlex.split(value)
     except ValueError as err:
         return f"cannot be split into a command line ({err}); fix its quoting"
-    if not argv:
-        return f"is empty; give a power-off command or `{FENCE_NONE}`"
+    if not argv or not argv[0]:
+        return f"names no command; give a power-off command or `{FENCE_NONE}`"
     return None
 
 
