@@ -132,6 +132,10 @@ def libvirt_uri(value: str) -> str | None:
     """Characters only; the scheme and port rules live in topology._uri_problems."""
     if CONTROL_RE.search(value) or " " in value or len(value) > MAX_TEXT:
         return f"must be a libvirt URI without spaces or control characters, at most {MAX_TEXT}"
+    try:
+        urlsplit(value)
+    except ValueError as err:
+        return f"is not a URI ({err})"
     return None
 
 

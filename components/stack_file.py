@@ -167,8 +167,8 @@ def document_problems(doc: Mapping[Any, Any], path: str | Path = "") -> list[Pro
     for key in config if isinstance(config, Mapping) else ():
         if not isinstance(key, str) or ":" not in key:
             problems.append(Problem(f"config.{path_segment(key)}", None,
-                                    f"has no namespace; write {NAMESPACE}:{key}" if isinstance(key, str)
-                                    else "config keys are NAMESPACE:NAME strings"))
+                                    f"has no namespace; write {NAMESPACE}:{path_segment(key)}"
+                                    if isinstance(key, str) else "config keys are NAMESPACE:NAME strings"))
     return problems
 
 

@@ -179,6 +179,7 @@ def test_good_pool_paths_and_users_pass() -> None:
                                              ("image.source", "https://x/a b.qcow2"),
                                              ("image.source", "relative/path.qcow2"),
                                              ("network.cidr", "fd00::/64"),
+                                             ("hosts.kvm1.uri", "qemu+ssh://root@[10.0.0.11/system"),
                                              ("watchdog", {"webhookUrl": "https://x/\nInjected: 1"})])
 def test_other_rendered_strings_are_checked(path: str, value: Any) -> None:
     assert len(problems_of(_set(seed(), path, value))) == 1
