@@ -10,7 +10,8 @@ import re
 from collections.abc import Sequence
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.:/,@+=-]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters and everything some reader takes for a line break (NEL, LS, PS).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _HAPROXY_NAME = re.compile(r"[A-Za-z0-9_.:-]+")  # HAProxy's identifier characters
 
 
@@ -40,7 +41,7 @@ def systemd_arg(value: str) -> str:
         if char in '\\"':
             out.append("\\" + char)
         elif _CONTROL.fullmatch(char):
-            out.append(f"\\x{ord(char):02x}")
+            out.append(f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
         else:
             out.append(char)
     return '"' + "".join(out).replace("%", "%%").replace("$", "$$") + '"'
@@ -77,7 +78,7 @@ def apache_arg(value: str) -> str:
 
 def comment(value: str) -> str:
     """Text inside a `#` comment line: control characters (a newline) shown escaped."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], value)
 
 
 def one_line(value: str, what: str) -> str:
