@@ -33,6 +33,7 @@ class Number:
     high: float
     unit: str = ""
     low_open: bool = False
+    out_of_range: str = ""  # the message when the value is out of range; default: the range
 
     @property
     def allowed(self) -> str:
@@ -54,7 +55,7 @@ class Number:
             return None, f"must be {self.allowed}"
         below = value <= self.low if self.low_open else value < self.low
         if below or value > self.high:
-            return None, f"is out of range: must be {self.allowed}"
+            return None, self.out_of_range or f"is out of range: must be {self.allowed}"
         return (int(value) if self.integer else float(value)), None
 
 
@@ -65,7 +66,9 @@ def _num(value: float) -> str:
 # mac:watchdog: stack key -> model field, with ranges that keep the watchdog sane.
 WATCHDOG_NUMBERS: tuple[Number, ...] = (
     Number("interval", "interval_s", False, 0.01, 3600, "s"),
-    Number("suspectInterval", "suspect_interval_s", False, 0, 3600, "s (and <= interval)", True),
+    Number("suspectInterval", "suspect_interval_s", False, 0, 3600, "s (and <= interval)", True,
+           "must be > 0 and <= mac:watchdog.interval: suspect targets are re-probed at least as "
+           "often as healthy ones"),
     Number("probeTimeout", "probe_timeout_s", False, 0, 60, "s", True),
     Number("failThreshold", "fail_threshold", True, 1, 100),
     Number("failAfter", "fail_after_s", False, 0, 3600, "s"),
