@@ -52,7 +52,7 @@ def _yaml() -> YAML:
 # file is a few KiB, nests 4 levels and has a few hundred YAML nodes.
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 32
-MAX_NODES = 100_000  # counted with every alias expanded (a "billion laughs" stays small on disk)
+MAX_NODES = 20_000  # counted with every alias expanded (a "billion laughs" stays small on disk)
 _ERROR_CHARS = 160
 
 
