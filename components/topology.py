@@ -14,10 +14,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from components import rules, schema
-from components.rules import FENCE_NONE
-from components.schema import BOOL_KEYS, NAMESPACE, STRING_KEYS, STRUCTURED_KEYS, path_segment, show, suggest
-
-__all__ = ["BOOL_KEYS", "FENCE_NONE", "NAMESPACE", "STRING_KEYS", "STRUCTURED_KEYS"]
+from components.rules import FENCE_NONE as FENCE_NONE  # re-exported: the watchdog imports it here
+from components.schema import BOOL_KEYS as BOOL_KEYS
+from components.schema import NAMESPACE, path_segment, show, suggest
+from components.schema import STRING_KEYS as STRING_KEYS
+from components.schema import STRUCTURED_KEYS as STRUCTURED_KEYS
 
 
 class Role(StrEnum):
