@@ -145,7 +145,8 @@ def validate(
         except TopologyError as err:
             failed = True
             for problem in err.problems:
-                typer.echo(f"{name}: {problem}", err=True)
+                line = str(problem)  # a whole-file problem already starts with the file's path
+                typer.echo(line if line.startswith(f"{path}:") else f"{name}: {line}", err=True)
             continue
         typer.echo(f"{name}: ok ({len(topology.hosts)} hosts, {len(topology.spares)} spares, "
                    f"{len(topology.nodes)} nodes)")
