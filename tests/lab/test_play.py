@@ -8,11 +8,13 @@ Every test puts the lab back (heal, revive) even when it fails, so the next one 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -182,10 +184,36 @@ def test_status_watch_shows_a_killed_node_within_one_refresh(play: Lab) -> None:
 
 
 def test_status_json_reports_galera_and_haproxy_backends(play: Lab) -> None:
-    import json
-
     snap = json.loads(ok("status", "--json"))
     nodes = {n["name"]: n for n in snap["nodes"]}
     assert nodes["db1"]["galera"]["cluster_size"] == "3"
     assert nodes["web1"]["health"] == 200
     assert {(b["proxy"], b["server"]) for b in snap["backends"]} >= {("web", "web1"), ("web", "web2")}
+
+
+def test_status_shows_the_real_watchdogs_decision_after_a_kill(play: Lab, tmp_path: Path) -> None:
+    """The README's recipe: a real `mac-watchdog run --dry-run --json-log` saving its log in its
+    state dir, `mac-lab kill web1`, and the live view showing the watchdog's decision."""
+    state = tmp_path / "mac-wd"
+    state.mkdir()
+    with open(state / "log.jsonl", "w") as log:
+        watchdog = subprocess.Popen(
+            [sys.executable, "-c", "from watchdog.cli import main; main()", "run", "--stack", "lab",
+             "--dry-run", "--json-log", "--state-dir", str(state)],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        view = frames(play, interval_s=1.0, watchdog=state)
+        assert next(view).watchdog == f"no decision yet in {state}"
+        time.sleep(3)  # the watchdog sees everything healthy first
+        ok("kill", "web1")
+        deadline = time.monotonic() + 30
+        seen = None
+        while time.monotonic() < deadline:
+            seen = next(view).watchdog
+            if seen and "decision replace (dry run)" in seen:
+                break
+        assert seen and "decision replace (dry run)" in seen and "web1" in seen, (
+            seen, (state / "log.jsonl").read_text()[-2000:])
+    finally:
+        watchdog.terminate()
+        watchdog.wait(10)
