@@ -99,6 +99,16 @@ def test_stop_service_kills_mariadbd_but_the_node_stays_up_and_says_503(play: La
     assert galera(play, "db1").get("wsrep_cluster_size") == "3"
 
 
+def test_stop_service_on_the_lb_stops_haproxy_while_garbd_keeps_its_vote(play: Lab) -> None:
+    assert "stopped haproxy on lb1" in ok("stop-service", "lb1")
+    assert health(play, "lb1") is None and http_status(f"{play.url}/health.php", 1.0) is None
+    assert link_up("lb1")
+    time.sleep(3)  # longer than Galera's suspect timeout: garbd (same node) would be gone by now
+    assert galera(play, "db1").get("wsrep_cluster_size") == "3"
+    ok("revive", "lb1")
+    assert http_status(f"{play.url}/health.php", 2.0) == 200
+
+
 def test_kill_host_silences_its_nodes_and_sshd_and_revive_powers_it_on(play: Lab) -> None:
     out = ok("kill-host", "lab2")
     assert "db2, web2" in out
