@@ -116,7 +116,8 @@ def test_kill_host_silences_its_nodes_and_sshd_and_revive_powers_it_on(play: Lab
     assert not tcp_open(address, 22, 0.5)
     assert health(play, "db2") is None and health(play, "web2") is None
     assert namespace_pids(mgmt_ns("lab2")) == [] and namespace_pids(ns_of("db2")) == []
-    assert health(play, "web1") == 200  # the rest serves on
+    wait_for("the LB to serve on from lab1", lambda: http_status(f"{play.url}/health.php", 2.0) == 200,
+             15)
     ok("revive", "lab2")
     assert tcp_open(address, 22, 0.5)
     assert health(play, "db2") == 200 and health(play, "web2") == 200
