@@ -48,8 +48,10 @@ test-fast: venv
 
 # The whole cluster for real on this machine (root): namespaces + real daemons, shown live until
 # Ctrl-C. Break it from another shell with .venv/bin/mac-lab (README: "Play with the lab").
+# LAB_ARGS="--watchdog-state /tmp/mac-wd" shows a watchdog's last decision in the view.
+LAB_ARGS ?=
 lab: venv
-	$(PY) -m lab up --stack $(STACK)
+	$(PY) -m lab up --stack $(STACK) $(LAB_ARGS)
 
 lab-down: venv
 	$(PY) -m lab down
