@@ -124,17 +124,11 @@ def up(stack: StackOption = "lab", watchdog_state: WatchdogOption = None,
     except KeyboardInterrupt:
         typer.echo("\nstopping")
     finally:
-        if lab.lock.held:
-            for line in teardown_lines(lab):
-                typer.echo(line)
-
-
-def teardown_lines(lab: Lab) -> list[str]:
-    try:
-        paths = down(lab.dir)
-    finally:
-        lab.lock.release()
-    return [f"removed {p}" for p in paths]
+        try:
+            for line in lab.teardown():
+                typer.echo(f"removed {line}")
+        except LabError as err:
+            fail(f"cleanup failed: {err}; `make lab-down` retries")
 
 
 @app.command(name="down")

@@ -264,12 +264,13 @@ class Lab:
     def clear_netem(self, name: str) -> None:
         netns.clear_netem(ns_of(name))
 
-    def teardown(self) -> None:
-        """Remove this lab; a no-op unless this object holds the lab (a refused `up` removes nothing)."""
+    def teardown(self) -> list[str]:
+        """Remove this lab (returns what was removed); a no-op unless this object holds the lab:
+        a refused `up` removes nothing."""
         if not self.lock.held:
-            return
+            return []
         try:
-            down(self.dir)
+            return down(self.dir)
         finally:
             self.lock.release()
 
