@@ -152,8 +152,9 @@ def test_partition_from_the_watchdog_only_leaves_the_cluster_whole(play: Lab) ->
 def test_slow_adds_latency_or_says_in_one_line_that_the_kernel_has_no_netem(play: Lab) -> None:
     out = mac_lab("slow", "web2", "--delay", "200ms")
     if out.returncode == 2:
+        # This kernel has no netem (as on the machines here): one clear line is the behaviour.
         assert out.stderr.count("\n") == 1 and "no sch_netem" in out.stderr
-        pytest.skip(f"this kernel has no netem; `mac-lab slow` said so: {out.stderr.strip()}")
+        return
     assert out.returncode == 0, out.stderr
     start = time.monotonic()
     assert health(play, "web2") == 200
