@@ -44,20 +44,17 @@ def topology_from_config(config: pulumi.Config | None = None) -> Topology:
     config = config or pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
     for key in STRUCTURED_KEYS:
-        value = config.get_object(key)
+        try:
+            value = config.get_object(key)
+        except pulumi.ConfigTypeError:
+            value = config.get(key)  # not JSON: the model says what the key must hold
         if value is not None:
             raw[key] = value
-    for key in STRING_KEYS:
+    # Strings as the CLI stores them ("false" for a boolean): the model reads them as typed values.
+    for key in (*STRING_KEYS, *BOOL_KEYS):
         text = config.get(key)
         if text is not None:
             raw[key] = text
-    for key in BOOL_KEYS:
-        try:
-            flag = config.get_bool(key)
-        except pulumi.ConfigTypeError:
-            raise pulumi.RunError(f"mac:{key} = {config.get(key)!r}: must be true or false") from None
-        if flag is not None:
-            raw[key] = flag
     try:
         return parse_topology(raw)
     except TopologyError as err:

@@ -121,6 +121,11 @@ def _context(command: typer.Context, project_dir: Path, stack: str | None, state
 
 @app.command()
 def validate(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Stack files to validate (e.g. a PR's changed Pulumi.x.yaml).",
+                       show_default=False),
+    ] = None,
     stack: Annotated[
         list[str] | None,
         typer.Option("--stack", "-s", help="Stack to validate (repeatable); default: every stack file."),
@@ -128,20 +133,23 @@ def validate(
     project_dir: ProjectDirOption = Path("."),
 ) -> None:
     """Check stack files against the cluster rules; one line per problem, exit 2 when any."""
-    names = stack or stack_names(project_dir)
-    if not names:
+    files = [(str(p), p) for p in paths or []]
+    files += [(name, stack_path(project_dir, name)) for name in stack or []]
+    if not files:
+        files = [(name, stack_path(project_dir, name)) for name in stack_names(project_dir)]
+    if not files:
         typer.echo(f"error: no stack files in {project_dir / 'stacks'}; expected Pulumi.<stack>.yaml",
                    err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     failed = False
-    for name in names:
-        path = stack_path(project_dir, name)
+    for name, path in files:
         try:
             topology = load_topology(path)
         except TopologyError as err:
             failed = True
             for problem in err.problems:
-                typer.echo(f"{name}: {problem}", err=True)
+                line = str(problem)  # a whole-file problem already starts with the file's path
+                typer.echo(line if line.startswith(f"{path}:") else f"{name}: {line}", err=True)
             continue
         typer.echo(f"{name}: ok ({len(topology.hosts)} hosts, {len(topology.spares)} spares, "
                    f"{len(topology.nodes)} nodes)")
