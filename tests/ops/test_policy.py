@@ -94,7 +94,8 @@ def test_the_pack_names_four_mandatory_policies() -> None:
 def _move(resources: list[PolicyResource], node: str, onto: str) -> None:
     """Put `node`'s domain on the provider of host `onto`: what a bad placement would produce."""
     target = next(r for r in resources if r.resource_type == mac_policies.PROVIDER and r.name == onto)
-    domain = next(r for r in resources if r.resource_type == mac_policies.DOMAIN and r.name == f"{node}-domain")
+    domain = next(r for r in resources
+                  if r.resource_type == mac_policies.DOMAIN and r.name == f"{node}-domain")
     domain.provider = PolicyProviderResource(target.resource_type, target.props, target.urn, target.name)
 
 
