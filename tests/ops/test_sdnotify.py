@@ -37,7 +37,8 @@ class Manager:
 
 @pytest.fixture(params=["path", "abstract"])
 def manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Manager]:
-    address = str(tmp_path / "notify") if request.param == "path" else f"@mac-test-{os.getpid()}-{id(tmp_path)}"
+    abstract = f"@mac-test-{os.getpid()}-{id(tmp_path)}"
+    address = str(tmp_path / "notify") if request.param == "path" else abstract
     m = Manager(address)
     yield m
     m.sock.close()
@@ -86,7 +87,8 @@ def test_without_notify_socket_everything_is_a_no_op() -> None:
     assert n.ready() is False and n.ping() is False and n.stopping() is False
 
 
-def test_a_dead_socket_is_logged_once_and_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_dead_socket_is_logged_once_and_never_raises(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     n = Notifier.from_environ({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens"), "WATCHDOG_USEC": "1000"})
     assert n.ready() is False
     assert n.ping() is False and n.status("x") is False

@@ -111,7 +111,8 @@ def test_exec_start_is_a_valid_watchdog_command_line() -> None:
     options = [a for a in argv[2:] if a.startswith("--")]
     assert options == ["--project-dir", "--state-dir", "--json-log"]
     done = subprocess.run([str(PROJECT_DIR / ".venv" / "bin" / "mac-watchdog"), "run", "--help"],
-                          capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin"})
+                          capture_output=True, text=True, timeout=60,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin"})
     for option in options:
         assert option in done.stdout, option
 
