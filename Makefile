@@ -66,6 +66,12 @@ lab: venv
 lab-down: venv
 	$(PY) -m lab down
 
+# `pulumi preview --policy-pack policy` with the engine from `make engine` (default stack: ci;
+# PREVIEW_STACKS="ci dev" MAC_PREVIEW_REMOTE=1 for stacks with remote hosts). See tools/preview.sh.
+PREVIEW_STACKS ?= ci
+preview: venv
+	bash tools/preview.sh $(PREVIEW_STACKS)
+
 # Build the Pulumi CLI, Python language host and providers from their Go modules into .engine/.
 engine:
 	bash tools/engine/build.sh
