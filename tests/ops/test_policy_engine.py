@@ -67,8 +67,23 @@ def test_the_mac_program_passes_the_pack(tmp_path: Path) -> None:
     proc = p.run("preview", "--stack", "ci", "--policy-pack", str(POLICY), check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert f"mac@v0.1.0 (local: {POLICY})" in out, out
-    assert "mandatory" not in out, out
+    assert f"✅ mac@v0.1.0 (local: {POLICY})" in out, out
+    assert "[mandatory]" not in out, out
+
+    # Every host given a node: the model accepts it, the pack does not.
+    stack_file = project / "stacks" / "Pulumi.ci.yaml"
+    text = stack_file.read_text()
+    for old, new in (("mac:spares: [spare1]", "mac:spares: []"),
+                     ("lb1: {role: lb, host: h3", "lb1: {role: lb, host: spare1"),
+                     ("web2: {role: web, host: h2", "web2: {role: web, host: h3")):
+        assert old in text
+        text = text.replace(old, new)
+    stack_file.write_text(text)
+    proc = p.run("preview", "--stack", "ci", "--policy-pack", str(POLICY), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "[mandatory]  mac-spare-host" in out, out
+    assert "every one of the 4 host providers (h1, h2, h3, spare1) runs a domain" in out, out
 
 
 def test_the_pack_s_virtualenv_is_the_project_s() -> None:
