@@ -32,12 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from components.stack_file import load_topology, stack_path  # noqa: E402
-from components.topology import Host, Node, WatchdogSettings  # noqa: E402
+from components.topology import Host, WatchdogSettings  # noqa: E402
 from tests.netutil import free_port  # noqa: E402
 from watchdog.detect import Detector, Health, State  # noqa: E402
 from watchdog.fence import FenceResult  # noqa: E402
-from watchdog.probe import Kind, Prober, Target  # noqa: E402
+from watchdog.probe import Prober  # noqa: E402
 from watchdog.schedule import Sweeper  # noqa: E402
+from watchdog.target import Kind, Target, TargetKey  # noqa: E402
 
 DEFAULTS = WatchdogSettings()
 LATENCY_TARGETS = 40  # per mode
@@ -131,13 +132,14 @@ def pct(values: list[float], q: float) -> float:
 # 1 + 2: detection latency and false positives with the real probes and the real loop.
 # --------------------------------------------------------------------------------------------
 
-async def watch(targets: list[Target], settings: WatchdogSettings, until: float) -> dict[str, float]:
+async def watch(targets: list[Target], settings: WatchdogSettings,
+                until: float) -> dict[TargetKey, float]:
     """The probing as `run` does it (a round every interval, suspects re-probed every suspect
     interval in their own lanes); when each target first became failed."""
     detector = Detector(settings)
-    failed_at: dict[str, float] = {}
+    failed_at: dict[TargetKey, float] = {}
 
-    def changed(key: str, health: Health) -> None:
+    def changed(key: TargetKey, health: Health) -> None:
         if health.state is State.FAILED:
             failed_at.setdefault(key, time.time())
 
@@ -178,9 +180,9 @@ def detection_latency() -> dict[str, Any]:
     shutil.rmtree(switches.parent, ignore_errors=True)
     by_mode: dict[str, list[float]] = {"503": [], "hang": []}
     for addr, (at, mode) in turn.items():
-        if f"node:{addr}" in failed_at:
-            by_mode[mode].append(failed_at[f"node:{addr}"] - at)
-    false_positives = sum(1 for a in jitter if f"node:{a}" in failed_at)
+        if TargetKey.node(addr) in failed_at:
+            by_mode[mode].append(failed_at[TargetKey.node(addr)] - at)
+    false_positives = sum(1 for a in jitter if TargetKey.node(a) in failed_at)
     return {
         "detection_latency_503_s": {"p50": pct(by_mode["503"], 0.5), "p95": pct(by_mode["503"], 0.95),
                                     "max": pct(by_mode["503"], 1.0), "n": len(by_mode["503"]),
@@ -198,16 +200,14 @@ def detection_latency() -> dict[str, Any]:
 # 3: detection -> `up` started, through the real loop and pipeline, stand-in CLI, no fence.
 # --------------------------------------------------------------------------------------------
 
-def node_url(node: Node, port: int) -> str:
-    return f"http://{node.ip}:{port}/"
-
-
 def detection_to_up() -> dict[str, Any]:
     from tests.watchdog import standin_pulumi
-    from tests.watchdog.conftest import TEST_STACK
+    from tests.watchdog.loopback_stack import TEST_STACK
+    from tests.watchdog.seams import redirect
     from tests.watchdog.state_fixture import exported
-    from watchdog.alert import Alerter
-    from watchdog.watch import Context, Watchdog
+    from watchdog.context import Context
+    from watchdog.events import Event, EventKind
+    from watchdog.watch import Watchdog
 
     samples, detections = [], []
     for trial in range(FAILOVER_TRIALS):
@@ -245,24 +245,20 @@ def detection_to_up() -> dict[str, Any]:
             def no_fence(host: Host, timeout_s: float) -> FenceResult:
                 return FenceResult(host.name, skipped=True)
 
+            detected: list[float] = []
+            failed: set[str] = set()
+
+            def time_detection(event: Event, failed=failed, detected=detected) -> None:  # type: ignore[no-untyped-def]
+                if event.kind is EventKind.HEALTH and event.data["state"] == State.FAILED:
+                    failed.add(event.data["target"])
+                    if not detected and {"host:kvm1", "node:db1", "node:web1"} <= failed:
+                        detected.append(time.time())
+
             ctx = Context(project_dir=project, stack="test", state_dir=tmp / "state",
-                          pulumi_root=standin_root,
-                          url_for=functools.partial(node_url, port=port), ssh_port=port,
-                          fencer=no_fence, alerter=Alerter(None, "bench"))
+                          pulumi_root=standin_root, transport=redirect(port), fencer=no_fence,
+                          events=time_detection)
             wd = Watchdog(ctx)
             wd.rounds_for_once = lambda: 15  # type: ignore[method-assign]  # stop once remediated
-            detected: list[float] = []
-            observe = wd.detector.observe
-
-            def observe_and_time(results, observe=observe, wd=wd, detected=detected):  # type: ignore[no-untyped-def]
-                changed = observe(results)
-                keys = ("host:kvm1", "node:db1", "node:web1")
-                if not detected and all(wd.detector.health.get(k) and
-                                        wd.detector.health[k].state is State.FAILED for k in keys):
-                    detected.append(time.time())
-                return changed
-
-            wd.detector.observe = observe_and_time  # type: ignore[method-assign]
             with servers(spec):
                 asyncio.run(wd.run(once=True))
             ups = [json.loads(line) for line in (standin_root / "ups.jsonl").read_text().splitlines()]

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 DEFAULT_METRICS_PORT = 9648
-HEALTH_STATES = ("up", "suspect", "down")
+HEALTH_STATES = ("unknown", "healthy", "suspect", "failed")  # watchdog.detect.State
 # Probes answer in ms; a timeout is the probe timeout (default 1 s).
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FENCE_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -46,7 +46,7 @@ class Metrics:
         self.probes = Counter("mac_watchdog_probes_total", "Probes sent, by result.",
                               ["kind", "target", "result"], registry=r)
         self.target_state = Gauge("mac_watchdog_target_state",
-                                  "1 for the target's current health state (up, suspect, down).",
+                                  "1 for the target's current health state (unknown/healthy/suspect/failed).",
                                   ["kind", "target", "state"], registry=r)
         self.detections = Counter("mac_watchdog_detections_total",
                                   "Failures detected (after the thresholds), by kind and target.",

@@ -6,7 +6,7 @@ import re
 import shutil
 import subprocess
 
-from tests.unit.conftest import PROJECT_DIR
+from tests.unit.harness import PROJECT_DIR
 
 RULES_DIR = PROJECT_DIR / "deploy" / "prometheus"
 RULES = RULES_DIR / "mac-watchdog.rules.yml"

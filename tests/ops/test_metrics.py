@@ -32,7 +32,7 @@ def test_served_metrics_say_what_happened() -> None:
     try:
         m.probed("node", "web1", True, 0.004)
         m.probed("host", "kvm1", False, 1.0)
-        m.health("host", "kvm1", "down")
+        m.health("host", "kvm1", "failed")
         m.detected("host", "kvm1")
         m.decided("refuse", "no-spare")
         m.fenced("kvm1", True, 2.0)
@@ -47,8 +47,8 @@ def test_served_metrics_say_what_happened() -> None:
     assert got["mac_watchdog_probe_up"] == {(("kind", "host"), ("target", "kvm1")): 0.0,
                                             (("kind", "node"), ("target", "web1")): 1.0}
     assert got["mac_watchdog_probe_latency_seconds_count"][(("kind", "node"), ("target", "web1"))] == 1
-    assert got["mac_watchdog_target_state"][(("kind", "host"), ("state", "down"), ("target", "kvm1"))] == 1
-    assert got["mac_watchdog_target_state"][(("kind", "host"), ("state", "up"), ("target", "kvm1"))] == 0
+    assert got["mac_watchdog_target_state"][(("kind", "host"), ("state", "failed"), ("target", "kvm1"))] == 1
+    assert got["mac_watchdog_target_state"][(("kind", "host"), ("state", "healthy"), ("target", "kvm1"))] == 0
     assert got["mac_watchdog_detections_total"] == {(("kind", "host"), ("target", "kvm1")): 1.0}
     assert got["mac_watchdog_refusing"] == {(("reason", "no-spare"),): 1.0}
     assert got["mac_watchdog_remediations_total"] == {
@@ -73,7 +73,7 @@ def test_a_decision_to_act_clears_refusing() -> None:
 def test_targets_that_left_the_topology_are_forgotten() -> None:
     m = Metrics("dev")
     m.probed("host", "kvm1", True, 0.01)
-    m.health("host", "kvm1", "up")
+    m.health("host", "kvm1", "healthy")
     m.probed("host", "spare1", True, 0.01)
     m.forget_targets([("host", "spare1")])
     assert m.registry.get_sample_value("mac_watchdog_probe_up", {"kind": "host", "target": "kvm1"}) is None

@@ -26,7 +26,7 @@ from pulumi_policy.policy import PolicyCustomTimeouts
 from components.stack_file import load_topology, stack_path
 from components.topology import Topology
 from policy import mac_policies
-from tests.unit.conftest import PROJECT_DIR, STACKS, Evaluation, Registered, evaluate, stack_config
+from tests.unit.harness import PROJECT_DIR, STACKS, Evaluation, Registered, evaluate, stack_config
 
 CLOUD_INIT = mac_policies.CLOUD_INIT
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.conftest import PROJECT_DIR
+from tests.unit.harness import PROJECT_DIR
 
 UNIT = PROJECT_DIR / "deploy" / "mac-watchdog.service"
 INSTALL_DIR = "/opt/mac"

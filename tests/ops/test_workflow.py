@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.conftest import PROJECT_DIR
+from tests.unit.harness import PROJECT_DIR
 
 WORKFLOW = PROJECT_DIR / ".github" / "workflows" / "preview.yml"
 
