@@ -18,10 +18,13 @@ from components.topology import Topology, TopologyError
 from watchdog.context import Context, Seams
 from watchdog.detect import Failures
 from watchdog.errors import BadInput, RemediationRefused, WatchdogError
+from watchdog.events import EventSink, fan_out
 from watchdog.jsonlog import JsonFormatter
+from watchdog.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, Metrics, MetricsSink, serve
 from watchdog.plan import Action, plan
 from watchdog.present import Status, plan_lines
 from watchdog.reclaim import reclaim as reclaim_host
+from watchdog.sdnotify import LoopNotifier, Notifier
 from watchdog.watch import Watchdog
 
 app = typer.Typer(
@@ -108,12 +111,14 @@ def _resolve_stack(project_dir: Path, stack: str | None) -> str:
 
 
 def _context(command: typer.Context, project_dir: Path, stack: str | None, state_dir: Path | None,
-             pulumi_root: Path | None = None) -> Context:
+             pulumi_root: Path | None = None, *listeners: EventSink) -> Context:
+    """The command's Context; `listeners` hear its events beside the caller's seams."""
     name = _resolve_stack(project_dir, stack)
     seams = command.obj if isinstance(command.obj, Seams) else Seams()
     return Context(project_dir=project_dir, stack=name,
                    state_dir=state_dir or project_dir / STATE_DIR_NAME / name,
-                   pulumi_root=pulumi_root, events=seams.events, transport=seams.transport)
+                   pulumi_root=pulumi_root, events=fan_out(seams.events, *listeners),
+                   transport=seams.transport)
 
 
 @app.command()
@@ -256,18 +261,37 @@ def run(
     state_dir: StateDirOption = None,
     pulumi_root: PulumiRootOption = None,
     json_log: Annotated[bool, typer.Option(
-        "--json-log", help="Log one JSON object per line (decisions carry the whole plan).")] = False,
+        "--json-log", help="Log one JSON object per line on stderr (decisions carry the whole plan).")
+    ] = False,
+    metrics_address: Annotated[str, typer.Option(
+        "--metrics-address", help="Address to serve Prometheus metrics on (/metrics).")
+    ] = DEFAULT_METRICS_ADDRESS,
+    metrics_port: Annotated[int, typer.Option(
+        "--metrics-port", help="Port of the metrics endpoint; 0 turns it off.")] = DEFAULT_METRICS_PORT,
 ) -> None:
     """The watchdog loop: probe, detect, plan, remediate. Ctrl-C stops the loop (a step that is
-    running finishes first); an unfinished remediation resumes at the next start."""
+    running finishes first); an unfinished remediation resumes at the next start. Under systemd
+    (Type=notify) it reports READY and pings the service watchdog after every round."""
     _setup_logging(json_log=json_log)
     with _errors():
-        ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
+        name = _resolve_stack(project_dir, stack)
+        metrics = Metrics(name)
+        notify = LoopNotifier(Notifier.from_environ(), name)
+        ctx = _context(command, project_dir, name, state_dir, pulumi_root, MetricsSink(metrics), notify)
         watchdog = Watchdog(ctx, dry_run=dry_run)
+        server = serve(metrics, metrics_address, metrics_port) if metrics_port else None
         try:
             code = asyncio.run(watchdog.run(once=once))
         except KeyboardInterrupt:
-            raise _fail("interrupted; an unfinished remediation resumes at the next start", 130) from None
+            pending = None if dry_run else ctx.journal.pending()
+            if pending is None:
+                raise _fail("interrupted", 130) from None
+            raise _fail(f"interrupted; remediation {pending.id} ({pending.plan.reason}) resumes at "
+                        f"step {pending.next_step} at the next start", 130) from None
+        finally:
+            notify.stopping()
+            if server is not None:
+                server.close()
     raise typer.Exit(code)
 
 

@@ -11,11 +11,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from watchdog.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,8 @@ class Metrics:
         self.last_round = Gauge("mac_watchdog_last_round_timestamp_seconds",
                                 "When the loop last finished a probe round (Unix time).", registry=r)
         self.rounds = Counter("mac_watchdog_rounds_total", "Probe rounds the loop finished.", registry=r)
+        self.alerts = Counter("mac_watchdog_alerts_total", "Alerts raised, by event and reason code.",
+                              ["event", "reason"], registry=r)
         self._targets: set[tuple[str, str]] = set()
 
     # --- probing and health -----------------------------------------------------------------
@@ -138,6 +143,81 @@ class Metrics:
     def topology(self, spares: int, failed_hosts: int) -> None:
         self.spare_hosts.set(spares)
         self.failed_hosts.set(failed_hosts)
+
+
+def _split(target: str) -> tuple[str, str]:
+    kind, _, name = target.partition(":")  # watchdog.target.TargetKey prints as `node:db1`
+    return kind, name
+
+
+class MetricsSink:
+    """An event sink (watchdog.events) that turns what the watchdog reports into `metrics`.
+
+    A remediation's outcome: `succeeded` when it finished, `failed` for every failed attempt (a
+    step that failed: the remediation stays open and is resumed) and for a failed verification,
+    `abandoned` when the watchdog gave up on it; its reason is the plan's reason code.
+    """
+
+    def __init__(self, metrics: Metrics, clock: Callable[[], float] = time.monotonic) -> None:
+        self.metrics = metrics
+        self._clock = clock
+        self._codes: dict[str, str] = {}  # remediation id -> its plan's reason code
+        self._started: dict[tuple[str, str], float] = {}  # (remediation, step) -> clock
+        self._fence: dict[str, list[str]] = {}  # remediation id -> the hosts its plan fences
+
+    def __call__(self, event: Event) -> None:
+        m, data = self.metrics, event.data
+        if event.kind is EventKind.PROBED:
+            m.probed(*_split(str(data["target"])), bool(data["ok"]), float(data["latency_s"]))
+        elif event.kind is EventKind.HEALTH:
+            kind, name = _split(str(data["target"]))
+            m.health(kind, name, str(data["state"]))
+            if data["state"] == "failed":
+                m.detected(kind, name)
+        elif event.kind is EventKind.DECIDED:
+            m.decided(str(data["action"]), str(data["code"]))
+        elif event.kind is EventKind.ROUND:
+            m.round_done()
+            m.topology(int(data["spares"]), int(data["failed_hosts"]))
+            if data["refusing"] is None:
+                m.all_clear()
+            else:
+                m.refusing.clear()
+                m.refusing.labels(str(data["refusing"])).set(1)
+        elif event.kind is EventKind.ALERT:
+            m.alerts.labels(str(data.get("event", "")), str(data.get("reason", ""))).inc()
+        elif event.kind is EventKind.JOURNALED:
+            self._journaled(data)
+
+    def _journaled(self, entry: Mapping[str, Any]) -> None:
+        m, rid, what = self.metrics, str(entry.get("id", "")), entry.get("event")
+        if what == "planned":
+            plan = entry.get("plan", {})
+            self._codes[rid] = str(plan.get("code", "unknown"))
+            self._fence[rid] = [str(h) for h in plan.get("fence", ())]
+            m.pending(True)
+        elif what == "step":
+            key, status = (rid, str(entry.get("step"))), entry.get("status")
+            if status == "started":
+                self._started[key] = self._clock()
+                return
+            ok = status == "done"
+            began = self._started.pop(key, None)
+            if began is not None:
+                seconds = self._clock() - began
+                if key[1] == "fence":
+                    for host in self._fence.get(rid) or ["unknown"]:
+                        m.fenced(str(host), ok, seconds)
+                elif key[1] == "up":
+                    m.deployed(ok, seconds)
+            if not ok:
+                m.remediation_finished("failed", self._codes.get(rid, "unknown"))
+        elif what == "finished":
+            outcome = str(entry.get("outcome"))
+            label = {"ok": "succeeded", "abandoned": "abandoned"}.get(outcome, "failed")
+            if outcome != "verify_failed":  # its failed step was counted already
+                m.remediation_finished(label, self._codes.pop(rid, "unknown"))
+            m.pending(False)
 
 
 @dataclass

@@ -13,6 +13,8 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from watchdog.events import Event, EventKind
+
 log = logging.getLogger(__name__)
 
 # Ping at this share of WatchdogSec: systemd's own advice is "half the time", leaving room for a
@@ -94,3 +96,36 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+class LoopNotifier:
+    """An event sink for `mac-watchdog run`: READY=1 after the loop's first round, WATCHDOG=1 after
+    every round (rate-limited), STATUS when what the loop is doing changes. Rounds come only from
+    a live loop (watchdog.events ROUND), so a hung loop stops the pings and systemd restarts it."""
+
+    def __init__(self, notifier: Notifier, stack: str) -> None:
+        self.notifier = notifier
+        self.stack = stack
+        self._ready = False
+        self._status = ""
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is not EventKind.ROUND:
+            return
+        data = event.data
+        status = f"watching stack {self.stack}"
+        if data.get("remediating"):
+            status += "; remediating"
+        if data.get("refusing"):
+            status += f"; refusing ({data['refusing']})"
+        if not self._ready:
+            self._ready = True
+            self._status = status
+            self.notifier.ready(status)
+        elif status != self._status:
+            self._status = status
+            self.notifier.status(status)
+        self.notifier.ping()
+
+    def stopping(self) -> None:
+        self.notifier.stopping(f"stopping the watchdog of stack {self.stack}")
