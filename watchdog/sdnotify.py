@@ -62,8 +62,13 @@ class Notifier:
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Never blocking: a manager that reads slowly must not stall the watchdog's loop.
+                self._sock = socket.socket(socket.AF_UNIX,
+                                           socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._sock.sendto(message, target)
+        except BlockingIOError:
+            log.debug("the service manager's queue is full; dropped %r", message)
+            return False
         except OSError as err:
             self._broken = True
             log.warning("cannot notify the service manager at %s (%s); not trying again", self.address, err)
