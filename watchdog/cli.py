@@ -8,10 +8,12 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperOption
 
 from components.stack_file import load_topology, stack_names, stack_path
 from components.topology import Topology, TopologyError
@@ -42,8 +44,24 @@ STATE_DIR_NAME = ".watchdog"
 log = logging.getLogger("mac-watchdog")
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mac-watchdog {_package_version()}")
+        raise typer.Exit(EXIT_OK)
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("mac")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool | None, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
     """Keeps a Medium Availability Cluster alive: probe, detect, plan, fence, redeploy."""
 
 
@@ -145,8 +163,8 @@ def validate(
             for problem in err.problems:
                 typer.echo(f"{name}: {problem}", err=True)
             continue
-        typer.echo(f"{name}: ok ({len(topology.hosts)} hosts, {len(topology.spares)} spares, "
-                   f"{len(topology.nodes)} nodes)")
+        typer.echo(f"{name}: ok ({_count(len(topology.hosts), 'host')}, "
+                   f"{_count(len(topology.spares), 'spare')}, {_count(len(topology.nodes), 'node')})")
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -185,6 +203,10 @@ def _failures_for(topology: Topology, names: list[str]) -> Failures:
         raise BadInput(f"--fail = {unknown[0]!r}: neither a host nor a node of this stack "
                        f"(hosts: {', '.join(topology.hosts)}; nodes: {', '.join(topology.nodes)})")
     return Failures(hosts=tuple(sorted(set(hosts))), nodes=tuple(sorted(set(nodes))))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _echo(lines: list[str]) -> None:
@@ -239,8 +261,8 @@ def failover(
             topology = ctx.topology()
         p = plan(topology, Failures(hosts=(host,)), ctx.journal.history(), ctx.clock(), manual=True)
         _echo(plan_lines(p))
-        if p.action is Action.REFUSE:
-            raise RemediationRefused(p.reason)
+        if p.action is Action.REFUSE:  # the plan's `reason:` line said why; nothing more to add
+            raise typer.Exit(EXIT_FOUND)
         if dry_run or not p.steps:
             raise typer.Exit(EXIT_OK)
         question = (f"Fence {', '.join(p.fence)} and carry out this plan?" if p.fence
@@ -269,9 +291,11 @@ def run(
     metrics_port: Annotated[int, typer.Option(
         "--metrics-port", help="Port of the metrics endpoint; 0 turns it off.")] = DEFAULT_METRICS_PORT,
 ) -> None:
-    """The watchdog loop: probe, detect, plan, remediate. Ctrl-C stops the loop (a step that is
-    running finishes first); an unfinished remediation resumes at the next start. Under systemd
-    (Type=notify) it reports READY and pings the service watchdog after every round."""
+    """The watchdog loop: probe, detect, plan, remediate.
+
+    Ctrl-C stops the loop (a step that is running finishes first); an unfinished remediation
+    resumes at the next start. Under systemd (Type=notify) it reports READY and pings the service
+    manager's watchdog after every round."""
     _setup_logging(json_log=json_log)
     with _errors():
         name = _resolve_stack(project_dir, stack)
@@ -312,16 +336,48 @@ def reclaim(
                "next `pulumi up` prepares its pool and base image")
 
 
+class _PlainArgument(TyperArgument):
+    """An argument that reads HOST in the usage line, as in pulumi's and kubectl's help."""
+
+    def _usage_display_name(self) -> str:
+        return self.display_name_raw
+
+
+def _tidy(command: Any) -> None:
+    """Help as people expect it: a flag shows no `<bool>`, an argument is HOST, not {host}."""
+    for param in command.params:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""
+        elif isinstance(param, TyperArgument):
+            param.metavar = param.metavar or (param.name or "").upper()
+            param.__class__ = _PlainArgument
+    make_help_option = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:  # --help is made per call, not kept in params
+        option = make_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _tidy(sub)
+
+
 def main(argv: list[str] | None = None, seams: Seams | None = None) -> None:
     """Entry point: usage errors too become one `error:` line and exit 2. `seams`: what a test
     or a benchmark plugs in (events, the probe transport)."""
     command = typer.main.get_command(app)
+    _tidy(command)
     try:
         code = command.main(args=argv, prog_name="mac-watchdog", standalone_mode=False,
                             obj=seams or Seams())
     except typer.TyperException as err:  # click's usage errors, as typer re-exports them
         message = err.format_message()
-        if "\n" in message:  # no arguments at all: the help text
+        if type(err).__name__ == "NoArgsIsHelpError":  # no arguments: the help, like pulumi's
+            if message.strip():  # (typer's rich help is printed already, and this is empty)
+                typer.echo(message)
+            sys.exit(EXIT_OK)
+        if "\n" in message:  # a help text
             typer.echo(message, err=True)
         else:
             ctx = getattr(err, "ctx", None)
