@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.live import Live
 from typer.core import TyperArgument, TyperOption
 
 from components.stack_file import load_topology, stack_names, stack_path
@@ -27,6 +31,7 @@ from watchdog.plan import Action, plan
 from watchdog.present import Status, plan_lines
 from watchdog.reclaim import reclaim as reclaim_host
 from watchdog.sdnotify import LoopNotifier, Notifier
+from watchdog.seen import HealthBook, read_seen
 from watchdog.watch import Watchdog
 
 app = typer.Typer(
@@ -176,18 +181,50 @@ def status(
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
     as_json: JsonOption = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="Keep probing and redraw (Ctrl-C to leave): a failover as it happens.")
+    ] = False,
+    interval: Annotated[float, typer.Option(
+        "--interval", min=0.2, help="Seconds between redraws with --watch.")] = 2.0,
 ) -> None:
-    """Probe everything once: a table (or --json); exit 0 all healthy, 1 something unhealthy."""
+    """Probe everything once: hosts and nodes with role, where each runs, health, since when, and
+    the pending remediation (or --json); exit 0 all healthy, 1 something unhealthy."""
     with _errors():
+        if watch and as_json:
+            raise BadInput("--watch draws a live table; --json prints one snapshot: pick one")
         ctx = _context(command, project_dir, stack, state_dir)
-        topology = ctx.topology()
-        results = asyncio.run(ctx.probe_all(topology))
-        report = Status(ctx.stack, topology, ctx.targets(topology), results, ctx.journal.pending())
+        report = _status(ctx)
+        if watch:
+            _watch(ctx, report, interval)
+            raise typer.Exit(EXIT_OK)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
-        _echo(report.lines())
+        _console().print(report.table())
     raise typer.Exit(EXIT_OK if report.healthy else EXIT_FOUND)
+
+
+def _status(ctx: Context) -> Status:
+    topology = ctx.topology()
+    results = asyncio.run(ctx.probe_all(topology))
+    pending = ctx.journal.pending()
+    entries = [] if pending is None else [e for e in ctx.journal.entries() if e.get("id") == pending.id]
+    return Status(ctx.stack, topology, ctx.targets(topology), results, pending,
+                  seen=read_seen(ctx.state_dir), journal=entries, now=ctx.clock())
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _watch(ctx: Context, report: Status, interval: float) -> None:
+    """Redraw the status every `interval` until Ctrl-C."""
+    console = _console()
+    with contextlib.suppress(KeyboardInterrupt), \
+            Live(report.table(), console=console, auto_refresh=False, transient=False) as live:
+        while True:
+            time.sleep(interval)
+            live.update(_status(ctx).table(), refresh=True)
 
 
 def _failures_for(topology: Topology, names: list[str]) -> Failures:
@@ -301,7 +338,9 @@ def run(
         name = _resolve_stack(project_dir, stack)
         metrics = Metrics(name)
         notify = LoopNotifier(Notifier.from_environ(), name)
-        ctx = _context(command, project_dir, name, state_dir, pulumi_root, MetricsSink(metrics), notify)
+        state = state_dir or project_dir / STATE_DIR_NAME / name
+        ctx = _context(command, project_dir, name, state, pulumi_root, MetricsSink(metrics),
+                       HealthBook(state), notify)
         watchdog = Watchdog(ctx, dry_run=dry_run)
         server = serve(metrics, metrics_address, metrics_port) if metrics_port else None
         try:
