@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.status import Status as RichStatus
 from typer.core import TyperArgument, TyperOption
 
 from components.stack_file import load_topology, stack_names, stack_path
@@ -24,7 +25,7 @@ from components.topology import Topology, TopologyError
 from watchdog.context import Context, Seams
 from watchdog.detect import Failures
 from watchdog.errors import BadInput, RemediationRefused, WatchdogError
-from watchdog.events import EventSink, fan_out
+from watchdog.events import Event, EventKind, EventSink, fan_out
 from watchdog.jsonlog import JsonFormatter
 from watchdog.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, Metrics, MetricsSink, serve
 from watchdog.plan import Action, plan
@@ -213,6 +214,39 @@ def _status(ctx: Context) -> Status:
                   seen=read_seen(ctx.state_dir), journal=entries, now=ctx.clock())
 
 
+class _StepProgress:
+    """Shows a remediation's steps as the journal records them (failover, reclaim): a spinner on
+    the running step in a terminal, and one line per step with how long it took."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._steps: list[str] = []
+        self._started: dict[str, float] = {}
+        self._spinner: RichStatus | None = None
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is not EventKind.JOURNALED:
+            return
+        entry = event.data
+        if entry.get("event") == "planned":
+            self._steps = [str(s) for s in entry.get("plan", {}).get("steps", ())]
+        elif entry.get("event") == "step":
+            step, status = str(entry.get("step")), entry.get("status")
+            where = f"[{self._steps.index(step) + 1}/{len(self._steps)}] " if step in self._steps else ""
+            if status == "started":
+                self._started[step] = time.monotonic()
+                if self.console.is_terminal:
+                    self._spinner = self.console.status(f"{where}{step} ...")
+                    self._spinner.start()
+                return
+            if self._spinner is not None:
+                self._spinner.stop()
+                self._spinner = None
+            took = time.monotonic() - self._started.pop(step, time.monotonic())
+            error = f": {entry['error']}" if entry.get("error") else ""
+            self.console.print(f"{where}{step}: {status} in {took:.1f} s{error}")
+
+
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=False)
 
@@ -288,7 +322,8 @@ def failover(
     """Manual failover of HOST through the same pipeline as `run` (skips cooldown and budget)."""
     _setup_logging()
     with _errors():
-        ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
+        ctx = _context(command, project_dir, stack, state_dir, pulumi_root,
+                       _StepProgress(Console(stderr=True, highlight=False)))
         topology = ctx.topology()
         if host not in topology.hosts:
             raise BadInput(f"HOST = {host!r}: not a host in mac:hosts (known: {', '.join(topology.hosts)})")
@@ -369,7 +404,8 @@ def reclaim(
 ) -> None:
     """Put a repaired host back as a spare: only when reachable and running none of our domains."""
     with _errors():
-        ctx = _context(command, project_dir, stack, state_dir)
+        ctx = _context(command, project_dir, stack, state_dir, None,
+                       _StepProgress(Console(stderr=True, highlight=False)))
         outcome = reclaim_host(ctx, host, force)
     typer.echo(f"{host} is a spare again (spares: {', '.join(outcome.plan.topology.spares)}); the "
                "next `pulumi up` prepares its pool and base image")

@@ -114,3 +114,27 @@ def test_watch_redraws_until_ctrl_c(tmp_path: Path, servers: Servers) -> None:
 def test_the_health_book_survives_a_torn_file(tmp_path: Path) -> None:
     (tmp_path / "health.json").write_text("{not json")
     assert read_seen(tmp_path) == {}
+
+
+def test_failover_and_reclaim_show_each_step_as_it_finishes() -> None:
+    import io
+
+    from rich.console import Console
+
+    from watchdog.cli import _StepProgress
+
+    out = io.StringIO()
+    progress = _StepProgress(Console(file=out, width=100))
+    steps = ["fence", "prune_state", "write_config", "up", "verify"]
+    progress(Event(EventKind.JOURNALED, {"event": "planned", "id": "r", "plan": {"steps": steps}}))
+    for step in steps[:4]:
+        progress(Event(EventKind.JOURNALED, {"event": "step", "id": "r", "step": step, "status": "started"}))
+        progress(Event(EventKind.JOURNALED, {"event": "step", "id": "r", "step": step, "status": "done"}))
+    progress(Event(EventKind.JOURNALED, {"event": "step", "id": "r", "step": "verify", "status": "started"}))
+    progress(Event(EventKind.JOURNALED, {"event": "step", "id": "r", "step": "verify", "status": "failed",
+                                         "error": "web1 not healthy"}))
+    lines = out.getvalue().splitlines()
+    assert [line.split(" in ")[0] for line in lines] == [
+        "[1/5] fence: done", "[2/5] prune_state: done", "[3/5] write_config: done", "[4/5] up: done",
+        "[5/5] verify: failed"]
+    assert lines[-1].endswith(": web1 not healthy")
