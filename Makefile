@@ -57,7 +57,7 @@ test: lint typecheck
 	$(PY) -m pytest
 
 test-fast: venv
-	$(PY) -m pytest tests/unit tests/watchdog -q
+	$(PY) -m pytest tests/unit tests/watchdog tests/ops -q
 
 # The whole cluster for real on this machine (root): namespaces + real daemons. Ctrl-C to leave.
 lab: venv
