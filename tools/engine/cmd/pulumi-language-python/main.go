@@ -125,6 +125,19 @@ func resolve(info *pulumirpc.ProgramInfo) (toolchain.Toolchain, error) {
 	})
 }
 
+// entryPoint is the program (or policy pack) to run: the entry point, relative to the program
+// directory, "." (the directory's __main__.py) when unset.
+func entryPoint(info *pulumirpc.ProgramInfo) string {
+	program := info.GetEntryPoint()
+	if program == "" {
+		program = "."
+	}
+	if !filepath.IsAbs(program) {
+		program = filepath.Join(info.GetProgramDirectory(), program)
+	}
+	return program
+}
+
 // pluginJSON is the pulumi-plugin.json that provider SDK packages (pulumi_libvirt, ...) ship.
 type pluginJSON struct {
 	Resource bool   `json:"resource"`
@@ -221,13 +234,7 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	if err != nil {
 		return nil, err
 	}
-	program := info.GetEntryPoint()
-	if program == "" {
-		program = "."
-	}
-	if !filepath.IsAbs(program) {
-		program = filepath.Join(info.GetProgramDirectory(), program)
-	}
+	program := entryPoint(info)
 	cfg := req.GetConfig()
 	if cfg == nil {
 		cfg = map[string]string{}
@@ -336,13 +343,7 @@ func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest, server pulumirpc.Langu
 	if err != nil {
 		return err
 	}
-	program := info.GetEntryPoint()
-	if program == "" {
-		program = "."
-	}
-	if !filepath.IsAbs(program) {
-		program = filepath.Join(info.GetProgramDirectory(), program)
-	}
+	program := entryPoint(info)
 	ctx := server.Context()
 	cmd, err := tc.Command(ctx, append([]string{"-u", program}, req.GetArgs()...)...)
 	if err != nil {
