@@ -70,3 +70,35 @@ def test_failover_dry_run_says_its_refusal_once(tmp_path: Path, capsys: pytest.C
 def test_readme_says_json_log_goes_to_stderr() -> None:
     readme = (PROJECT_DIR / "README.md").read_text()
     assert "`--json-log` prints one JSON object per line **on stderr**" in readme
+
+
+def test_ctrl_c_names_the_unfinished_remediation_when_there_is_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from components.stack_file import load_topology, stack_path
+    from tests.netutil import free_port
+    from tests.watchdog.seams import redirect
+    from watchdog.context import Seams
+    from watchdog.detect import Failures
+    from watchdog.events import Event, EventKind
+    from watchdog.journal import FAILED, STARTED, Journal
+    from watchdog.plan import Step, plan
+
+    root = project(tmp_path / "p")
+    p = plan(load_topology(stack_path(root, "test")), Failures(hosts=("kvm1",)))
+    journal = Journal(root / "state")
+    rid = journal.begin(p, "detected")
+    journal.step(rid, Step.FENCE, STARTED)
+    journal.step(rid, Step.FENCE, FAILED, error="ipmitool: timeout")  # backing off: not resumed yet
+
+    def ctrl_c(event: Event) -> None:
+        if event.kind is EventKind.ROUND:
+            raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--stack", "test", "--project-dir", str(root), "--state-dir", str(root / "state"),
+              "--metrics-port", "0", "--pulumi-root", str(tmp_path / "no-pulumi")],
+             Seams(events=ctrl_c, transport=redirect(free_port())))
+    _, err = capsys.readouterr()
+    assert exited.value.code == 130
+    assert err.rstrip().endswith(f"error: interrupted; remediation {rid} ({p.reason}) resumes at step "
+                                 "fence at the next start")
