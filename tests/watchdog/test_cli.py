@@ -93,7 +93,7 @@ def test_status_table_json_and_exit_codes(project: Path, servers: Servers) -> No
     servers.down("127.0.2.21")  # web1
     result = invoke(project, "status", seams=seams)
     assert result.exit_code == 1
-    row = next(line for line in result.stdout.splitlines() if line.startswith("node  web1"))
+    row = next(line for line in result.stdout.splitlines() if line.startswith("│ web1 "))
     assert "down" in row and "connection refused" in row
 
 
