@@ -90,7 +90,8 @@ def test_json_is_unchanged(tmp_path: Path, servers: Servers, capsys: pytest.Capt
     code, out = status(capsys, root, servers, "--json")
     assert code == 0
     data = json.loads(out)
-    assert set(data) == {"stack", "healthy", "targets", "spares", "failedHosts", "pendingRemediation"}
+    assert set(data) == {"stack", "healthy", "targets", "spares", "failedHosts", "failedHostsAnswering",
+                         "pendingRemediation"}
     assert set(data["targets"][0]) == {"kind", "name", "role", "host", "address", "state", "latency_ms",
                                        "error"}
 

@@ -254,7 +254,8 @@ def test_failover_refuses_a_fresh_db_node_while_its_peer_is_down(
     result = invoke(project, "failover", "kvm1", "--yes", "--pulumi-root", str(standin.root),
                     seams=seams)
     assert result.exit_code == 1
-    assert "DB data needs a person: db1 would be rebuilt on a fresh disk" in result.stderr
+    # A refused failover prints its plan (the `reason:` line says why) and exits 1.
+    assert "DB data needs a person: db1 would be rebuilt on a fresh disk" in result.stdout
     assert stack_path(project, "test").read_text() == before and standin.argv() == []
 
 
