@@ -73,7 +73,7 @@ func (p *Provider) Check(_ context.Context, req plugin.CheckRequest) (plugin.Che
 	news := pkit.WithDefaults(req.News, resource.PropertyMap{
 		"lower": resource.NewBoolProperty(true), "upper": resource.NewBoolProperty(true),
 		"numeric": resource.NewBoolProperty(true), "number": resource.NewBoolProperty(true),
-		"special": resource.NewBoolProperty(true),
+		"special":  resource.NewBoolProperty(true),
 		"minLower": resource.NewNumberProperty(0), "minUpper": resource.NewNumberProperty(0),
 		"minNumeric": resource.NewNumberProperty(0), "minSpecial": resource.NewNumberProperty(0),
 	})
