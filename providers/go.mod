@@ -6,8 +6,11 @@ go 1.26.6
 
 require (
 	github.com/blang/semver v3.5.1+incompatible
+	github.com/digitalocean/go-libvirt v0.0.0-20261013170128-efbbdf578ac8
+	github.com/kdomanski/iso9660 v0.4.0
 	github.com/pulumi/pulumi/sdk/v3 v3.274.1
 	golang.org/x/crypto v0.58.0
+	libvirt.org/go/libvirtxml v1.12008.0
 )
 
 require (

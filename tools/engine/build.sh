@@ -94,7 +94,7 @@ build pulumi-language-python ./cmd/pulumi-language-python \
   "-s -w -X main.Version=${PULUMI_VERSION#v}-mac"
 
 # Our provider plugins, at the versions the Python SDKs announce in their pulumi-plugin.json.
-for plugin in command:1.2.1 random:4.21.4; do
+for plugin in libvirt:0.5.4 command:1.2.1 random:4.21.4; do
   name="${plugin%%:*}" version="${plugin#*:}"
   rm -f "$MISSING/pulumi-resource-$name.txt" "$BIN/pulumi-resource-$name"
   build "pulumi-resource-$name" "./cmd/pulumi-resource-$name" "-s -w" "$PROVIDERS_SRC" "$PROVIDERS_BIN"
