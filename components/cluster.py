@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
-from components import roles
+from components import naming, roles
 from components.host import HypervisorHost, HypervisorHostArgs
 from components.roles import PostBootStep, Secrets
 from components.topology import LB_HTTP_PORT, Node, Role, Topology
@@ -79,13 +79,15 @@ class MediumAvailabilityCluster(pulumi.ComponentResource):
 
         self.hosts = {
             host_name: HypervisorHost(
-                host_name, HypervisorHostArgs(topology.hosts[host_name], topology.image), child
+                naming.host_component(host_name),
+                HypervisorHostArgs(topology.hosts[host_name], topology.image),
+                child,
             )
             for host_name in topology.live_hosts
         }
         self.vms = {
             node.name: Vm(
-                node.name,
+                naming.vm_component(node.name),
                 VmArgs(
                     node=node,
                     size=topology.size_of(node.role),

@@ -13,6 +13,7 @@ the test bridge, which the tests create and remove.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -134,10 +135,8 @@ class Host:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL if kill_guests else signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         self.proc = None
         self.pids = []
         for f in ("virtlogd.pid", "libvirtd.pid"):

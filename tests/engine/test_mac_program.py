@@ -149,8 +149,8 @@ def run_ci_scenario(project: Path, p: Pulumi, hosts: dict[str, Host]) -> dict[st
         assert files["user-data"].startswith(b"#cloud-config")
         assert b'"local-hostname": "db1"' in files["meta-data"]
         assert b"192.168.150.11/24" in files["network-config"]
-        state = json.dumps(resources(p, "ci"))
-        assert "#cloud-config" not in state  # the user-data (passwords) is stored encrypted
+        exported = json.dumps(resources(p, "ci"))
+        assert "#cloud-config" not in exported  # the user-data (passwords) is stored encrypted
 
         timed(times, "noop_up_s", p, "up", "--stack", "ci", "--yes", "--expect-no-changes",
               timeout=600)
@@ -167,9 +167,9 @@ def run_ci_scenario(project: Path, p: Pulumi, hosts: dict[str, Host]) -> dict[st
         timed(times, "move_one_node_s", p, "up", "--stack", "ci", "--yes", "--skip-preview",
               timeout=1200)
         after = resources(p, "ci")
-        for node in topo.nodes:
-            if node != "web1":
-                assert ids_of(before, node) == ids_of(after, node), node
+        for other in topo.nodes:
+            if other != "web1":
+                assert ids_of(before, other) == ids_of(after, other), other
         assert "web1" in hosts["h3"].domains() and "web1" not in hosts["h1"].domains()
         assert "web1-root.qcow2" not in hosts["h1"].virsh("vol-list", "mac-h1").stdout
 
