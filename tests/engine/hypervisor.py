@@ -123,6 +123,21 @@ class Host:
         return [pid for f in (self.dir / "run" / "qemu").glob("*.pid")
                 for pid in self._pid_file(str(f.relative_to(self.dir)))]
 
+    def wipe(self) -> None:
+        """Remove every domain, volume and pool this host has (after a test left them)."""
+        for dom in self.domains():
+            self.virsh("destroy", dom, check=False)
+            self.virsh("undefine", dom, "--nvram", check=False)
+        for pool in self.virsh("pool-list", "--all", "--name").stdout.split():
+            self.virsh("pool-start", pool, check=False)
+            self.virsh("pool-refresh", pool, check=False)
+            for line in self.virsh("vol-list", pool, check=False).stdout.splitlines()[2:]:
+                if line.split():
+                    self.virsh("vol-delete", line.split()[0], "--pool", pool, check=False)
+            self.virsh("pool-destroy", pool, check=False)
+            self.virsh("pool-delete", pool, check=False)
+            self.virsh("pool-undefine", pool, check=False)
+
     def stop(self, kill_guests: bool = True) -> None:
         """Stop the daemons by PID (and, by default, the qemu processes they started): what a
         dead host looks like from outside."""
