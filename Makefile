@@ -2,7 +2,7 @@
 PY      ?= .venv/bin/python
 STACK   ?= lab
 
-.PHONY: setup packages engine-packages venv lint typecheck test test-fast lab lab-down engine bench validate
+.PHONY: setup packages engine-packages venv lint typecheck go-test test test-fast lab lab-down engine bench bench-engine validate
 
 # Everything a fresh Debian machine needs: the daemons the lab runs (as root) and the venv.
 setup: packages venv
@@ -38,9 +38,13 @@ typecheck: venv
 validate: venv
 	.venv/bin/mac-watchdog validate
 
-# The README's test command: lint, type-check, then every test (lab and engine tests skip with a
-# reason where root, namespaces or the built engine are missing).
-test: lint typecheck
+# Our provider plugins' own tests (providers/, one Go module); `go vet` first.
+go-test:
+	cd providers && GOFLAGS=-mod=readonly nice -n 19 go vet ./... && GOFLAGS=-mod=readonly nice -n 19 go test ./...
+
+# The README's test command: lint, type-check, the plugins' Go tests, then every test (lab and
+# engine tests skip with a reason where root, namespaces or the built engine are missing).
+test: lint typecheck go-test
 	$(PY) -m pytest
 
 test-fast: venv
@@ -53,7 +57,8 @@ lab: venv
 lab-down: venv
 	$(PY) -m tests.lab down
 
-# Build the Pulumi CLI, Python language host and providers from their Go modules into .engine/.
+# Build the Pulumi CLI, Python language host and our provider plugins (providers/) into .engine/
+# and install the plugins into .engine/home at the versions the Python SDKs ask for.
 engine:
 	bash tools/engine/build.sh
 
@@ -61,3 +66,7 @@ bench: venv
 	$(PY) bench/failover.py
 	$(PY) bench/detection.py
 	$(PY) bench/mock_scale.py
+
+# The ci stack on local libvirtds with the real engine and our plugins (root, `make engine`).
+bench-engine: venv
+	$(PY) bench/engine.py
