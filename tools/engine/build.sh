@@ -22,11 +22,10 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 ENGINE="$ROOT/.engine"
 BIN="$ENGINE/bin"
 REPORT="$ENGINE/report"
-MISSING="$ENGINE/missing"
 STAMPS="$ENGINE/stamps"
 PROVIDERS_SRC="$ROOT/providers"
 PROVIDERS_BIN="$ENGINE/providers"  # not on PATH: the CLI loads them from PULUMI_HOME/plugins
-mkdir -p "$BIN" "$REPORT" "$MISSING" "$STAMPS" "$ENGINE/home" "$ENGINE/state" "$PROVIDERS_BIN"
+mkdir -p "$BIN" "$REPORT" "$STAMPS" "$ENGINE/home" "$ENGINE/state" "$PROVIDERS_BIN"
 
 # shellcheck source=tools/engine/env.sh
 . "$HERE/env.sh"
@@ -96,7 +95,7 @@ build pulumi-language-python ./cmd/pulumi-language-python \
 # Our provider plugins, at the versions the Python SDKs announce in their pulumi-plugin.json.
 for plugin in libvirt:0.5.4 command:1.2.1 random:4.21.4; do
   name="${plugin%%:*}" version="${plugin#*:}"
-  rm -f "$MISSING/pulumi-resource-$name.txt" "$BIN/pulumi-resource-$name"
+  rm -f "$BIN/pulumi-resource-$name"  # not on PATH: the CLI would warn and prefer it
   build "pulumi-resource-$name" "./cmd/pulumi-resource-$name" "-s -w" "$PROVIDERS_SRC" "$PROVIDERS_BIN"
   installed="$PULUMI_HOME/plugins/resource-$name-v$version/pulumi-resource-$name"
   if ! cmp -s "$PROVIDERS_BIN/pulumi-resource-$name" "$installed"; then
