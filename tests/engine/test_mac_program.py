@@ -5,7 +5,8 @@
 2. The ci stack for real: `up` creates pools, base volumes, copy-on-write root volumes,
    cloud-init ISOs and TCG domains on four local libvirtds (checked with virsh); a second `up`
    changes nothing; moving one node to another host replaces exactly that node's resources;
-   `refresh` after a `virsh undefine` behind Pulumi's back shows the drift and `up` repairs it;
+   `refresh` after a `virsh undefine` (or a stop) behind Pulumi's back shows the drift and `up`
+   repairs it;
    `destroy` leaves nothing. The wall times go to .engine/report/ci-stack.json.
 """
 
@@ -183,6 +184,15 @@ def run_ci_scenario(project: Path, p: Pulumi, hosts: dict[str, Host]) -> dict[st
         assert not any(u.endswith("::lb1-domain") for u in state), "refresh kept the gone domain"
         p.run("up", "--stack", "ci", "--yes", "--skip-preview", timeout=600)
         assert "lb1" in lb1.domains()
+
+        # Drift in place: db2 stopped behind Pulumi's back; refresh shows it, up starts it again.
+        db2 = hosts[topo.nodes["db2"].host]
+        db2.virsh("destroy", "db2")
+        refresh = p.run("refresh", "--stack", "ci", "--yes", "--skip-preview").stdout
+        assert "db2-domain" in refresh and "updated" in refresh, refresh
+        p.run("up", "--stack", "ci", "--yes", "--skip-preview", timeout=600)
+        assert db2.virsh("domstate", "db2").stdout.strip() == "running"
+        p.run("up", "--stack", "ci", "--yes", "--expect-no-changes", timeout=600)
     finally:
         t0 = time.monotonic()
         p.run("destroy", "--stack", "ci", "--yes", "--skip-preview", check=False, timeout=1200)

@@ -258,6 +258,25 @@ func (domainKind) outputs(ctx context.Context, c *Conn, dom golibvirt.Domain, in
 	return outs, nil
 }
 
+// drift: a domain stopped, started, (un)autostarted or resized behind Pulumi's back reads back
+// as inputs that differ from the program's, so `refresh` shows it and the next `up` repairs it.
+func (domainKind) drift(inputs, outs resource.PropertyMap) resource.PropertyMap {
+	in := inputs.Copy()
+	effective := map[string]resource.PropertyValue{
+		"running":   resource.NewBoolProperty(pkit.Bool(inputs, "running", true)),
+		"autostart": resource.NewBoolProperty(pkit.Bool(inputs, "autostart", false)),
+		"vcpu":      resource.NewNumberProperty(float64(pkit.IntOr(inputs, "vcpu", 1))),
+		"memory":    resource.NewNumberProperty(float64(pkit.IntOr(inputs, "memory", 512))),
+	}
+	for k, want := range effective {
+		got, ok := outs[resource.PropertyKey(k)]
+		if ok && !got.DeepEquals(want) && !inputs[resource.PropertyKey(k)].ContainsUnknowns() {
+			in[resource.PropertyKey(k)] = got
+		}
+	}
+	return in
+}
+
 func lookupDomain(ctx context.Context, c *Conn, id string) (golibvirt.Domain, error) {
 	u, err := parseUUID(id)
 	if err != nil {

@@ -192,3 +192,20 @@ func TestUUIDRoundTrip(t *testing.T) {
 		t.Fatalf("%v %s", err, uuidString(u))
 	}
 }
+
+func TestDomainDriftShowsInInputs(t *testing.T) {
+	ins := resource.PropertyMap{"name": str("db1"), "memory": num(256)}
+	outs := resource.PropertyMap{"name": str("db1"), "memory": num(256), "vcpu": num(1),
+		"running": resource.NewBoolProperty(false), "autostart": resource.NewBoolProperty(false)}
+	got := domainKind{}.drift(ins, outs)
+	if got["running"].BoolValue() || got["memory"].NumberValue() != 256 {
+		t.Fatalf("drift %v", got)
+	}
+	if _, ok := got["autostart"]; ok {
+		t.Fatal("no drift in autostart, yet it was added")
+	}
+	d := diff(t, "domain:Domain", got, ins)
+	if d.Changes != plugin.DiffSome || len(d.ReplaceKeys) != 0 {
+		t.Fatalf("a stopped domain must be started in place: %+v", d)
+	}
+}

@@ -45,6 +45,11 @@ type kind interface {
 	computed() []string
 }
 
+// drifter is a kind whose Read can tell which inputs no longer hold on the host.
+type drifter interface {
+	drift(inputs, outs resource.PropertyMap) resource.PropertyMap
+}
+
 var kinds = map[string]kind{
 	poolType:      poolKind{},
 	volumeType:    volumeKind{},
@@ -203,6 +208,10 @@ func (p *Provider) Read(ctx context.Context, req plugin.ReadRequest) (plugin.Rea
 	inputs := req.Inputs
 	if len(inputs) == 0 {
 		inputs = pkit.OldInputs(nil, outs, k.inputs()...)
+	}
+	if d, ok := k.(drifter); ok {
+		// What changed behind Pulumi's back shows in the inputs too, so the next up repairs it.
+		inputs = d.drift(inputs, outs)
 	}
 	return plugin.ReadResponse{ReadResult: plugin.ReadResult{ID: req.ID, Inputs: inputs, Outputs: outs}}, nil
 }
