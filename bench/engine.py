@@ -3,8 +3,9 @@
 Starts four local libvirtd "hosts" (root; `make engine` and the libvirt packages needed), then
 runs the ci stack's scenario of tests/engine: first `up`, no-op `up`, moving one node to another
 host, a `refresh` after an undefine behind Pulumi's back (and the `up` that repairs it), and
-`destroy`; wall seconds of each. Adds the build figures `make engine` recorded (seconds and
-binary size of every piece). Everything it starts is stopped at the end, also on errors.
+`destroy`; wall seconds of each. Then the rate of a 256 MiB Volume `source` upload (the pool
+created in the same `up`). Adds the build figures `make engine` recorded (seconds and binary
+size of every piece). Everything it starts is stopped at the end, also on errors.
 
 Usage: .venv/bin/python bench/engine.py [--runs 1]
 """
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from tests.engine.conftest import (
     provider_missing,
 )
 from tests.engine.hypervisor import Host, ensure_bridge, missing, remove_bridge
+from tests.engine.test_engine_basics import write_project
 from tests.engine.test_mac_program import run_ci_scenario
 
 
@@ -43,6 +47,37 @@ def build_figures() -> dict[str, Any]:
         r = json.loads(report.read_text())
         out[r["piece"]] = {"build_s": r["seconds"], "binary_mib": round(r["binary_bytes"] / 2**20, 1)}
     return out
+
+
+UPLOAD_MIB = 256
+
+
+def upload_rate(work: Path, host: Host) -> float:
+    """MiB/s of a Volume `source` upload (a raw file of UPLOAD_MIB MiB) through our plugin."""
+    image = work / "upload.raw"
+    with image.open("wb") as f:
+        for _ in range(UPLOAD_MIB):
+            f.write(os.urandom(2**20))
+    project = work / "upload"
+    program = f"""import pulumi, pulumi_libvirt as lv
+p = lv.Provider("h", uri={host.uri!r})
+on = pulumi.ResourceOptions(provider=p)
+pool = lv.Pool("pool", name="upload", type="dir",
+               target=lv.PoolTargetArgs(path={str(host.pool_root / "upload")!r}), opts=on)
+lv.Volume("img", name="upload.raw", pool=pool.name, source={str(image)!r}, opts=on)
+"""
+    write_project(project, program)
+    home, backend = work / "upload-home", work / "upload-backend"
+    home.mkdir()
+    backend.mkdir()
+    (home / "plugins").symlink_to(PLUGINS)
+    p = Pulumi(project, home, backend)
+    p.run("stack", "init", "upload")
+    t0 = time.monotonic()
+    p.run("up", "--yes", "--skip-preview")
+    seconds = time.monotonic() - t0
+    p.run("destroy", "--yes", "--skip-preview")
+    return round(UPLOAD_MIB / seconds, 1)
 
 
 def main() -> int:
@@ -67,6 +102,7 @@ def main() -> int:
             backend.mkdir()
             (home / "plugins").symlink_to(PLUGINS)
             runs.append(run_ci_scenario(project, Pulumi(project, home, backend), hosts))
+        upload = upload_rate(work, hosts["h1"])
     finally:
         for host in hosts.values():
             host.stop()
@@ -75,6 +111,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     ci = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     print(json.dumps({"ci_stack": ci, "runs": len(runs), "nodes": 5, "hosts": len(hosts),
+                      "volume_upload_mib_s": upload, "upload_mib": UPLOAD_MIB,
                       "build": build_figures()}))
     return 0
 

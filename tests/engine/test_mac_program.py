@@ -32,6 +32,7 @@ from tests.engine.conftest import (
     require_providers,
 )
 from tests.engine.hypervisor import Host
+from tests.engine.test_engine_basics import write_project
 
 pytestmark = pytest.mark.engine
 
@@ -251,3 +252,42 @@ def test_local_libvirtd_runs_a_tcg_domain(tmp_path: Path, libvirt_hosts: dict[st
         host.virsh("vol-delete", "root.qcow2", "--pool", name, check=False)
         host.virsh("pool-destroy", name, check=False)
         subprocess.run(["rm", "-rf", str(pool_dir)], check=False)
+
+
+def test_volume_source_over_http(tmp_path: Path, program_providers: None,
+                                 libvirt_hosts: dict[str, Host], pulumi_in: PulumiFactory) -> None:
+    """`source` as an http URL (what dev and prod use): read where pulumi runs, streamed into the
+    host's pool; here from a loopback HTTP server. A 404 fails naming the URL."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "www"
+    image = hypervisor.tiny_qcow2(served / "base.qcow2", size="64M")
+    payload = image.read_bytes()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    host = libvirt_hosts["h3"]
+    pool_dir = host.pool_root / "http"
+    program = f"""import pulumi, pulumi_libvirt as lv
+p = lv.Provider("h3", uri={host.uri!r})
+on = pulumi.ResourceOptions(provider=p)
+pool = lv.Pool("pool", name="http", type="dir", target=lv.PoolTargetArgs(path={str(pool_dir)!r}), opts=on)
+img = lv.Volume("img", name="base.qcow2", pool=pool.name, source=pulumi.Config().require("src"), opts=on)
+pulumi.export("format", img.format)
+"""
+    p = pulumi_in(write_project(tmp_path / "http", program))
+    p.run("stack", "init", "http")
+    try:
+        p.run("config", "set", "src", f"{url}/nope.qcow2")
+        proc = p.run("up", "--yes", "--skip-preview", check=False)
+        assert proc.returncode != 0 and f"{url}/nope.qcow2: HTTP 404" in proc.stdout + proc.stderr
+        p.run("config", "set", "src", f"{url}/base.qcow2")
+        p.run("up", "--yes", "--skip-preview")
+        assert json.loads(p.run("stack", "output", "--json").stdout)["format"] == "qcow2"
+        assert (pool_dir / "base.qcow2").read_bytes() == payload
+    finally:
+        p.run("destroy", "--yes", "--skip-preview", check=False)
+        server.shutdown()
