@@ -15,8 +15,9 @@ packages:
 	    --no-install-recommends $(LAB_PACKAGES); \
 	else echo "not root: skipping Debian packages ($(LAB_PACKAGES))"; fi
 
-# A local hypervisor for the engine tests (libvirtd + TCG qemu, started by the tests by hand).
-ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+# Local hypervisors for the engine tests (libvirtd + TCG qemu, started by the tests by hand), and
+# what the real-boot test builds its golden image with (mmdebstrap, mkfs.ext4).
+ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
 engine-packages:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(ENGINE_PACKAGES); \

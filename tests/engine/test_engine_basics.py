@@ -181,11 +181,11 @@ def test_unimplemented_libvirt_input_is_named(tmp_path: Path, pulumi_in: PulumiF
     require_providers("libvirt")
     program = ("import pulumi, pulumi_libvirt as lv\n"
                "p = lv.Provider('h', uri='qemu+unix:///system?socket=/nonexistent/libvirt-sock')\n"
-               "lv.Domain('d', name='d', kernel='/boot/vmlinuz', opts=pulumi.ResourceOptions(provider=p))\n")
-    p = pulumi_in(write_project(tmp_path / "kernel", program))
+               "lv.Domain('d', name='d', description='x', opts=pulumi.ResourceOptions(provider=p))\n")
+    p = pulumi_in(write_project(tmp_path / "description", program))
     p.run("stack", "init", "t5")
     proc = p.run("preview", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert 'input "kernel" is not implemented by MAC\'s libvirt provider' in out, out
+    assert 'input "description" is not implemented by MAC\'s libvirt provider' in out, out
     assert "cannot connect" not in out, out

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
@@ -15,17 +16,17 @@ import (
 
 // domainKind: a VM with what MAC's program sets: type, vcpu, memory, disks (volumes), the
 // cloud-init ISO as a cdrom, bridge NICs with fixed MACs, consoles, the qemu guest agent channel,
-// autostart and running. Started on create; destroyed and undefined on delete. The id is the
+// autostart and running, and direct kernel boot (kernel, initrd, cmdlines). Started on create; destroyed and undefined on delete. The id is the
 // domain's UUID. Replacement follows upstream's ForceNew flags; cloudinit, networkInterfaces,
-// qemuAgent, autostart and running update in place (the persistent definition is rewritten and
+// qemuAgent, kernel, initrd, autostart and running update in place (the persistent definition is rewritten and
 // takes effect at the next boot; autostart and running at once).
 type domainKind struct{}
 
-var domainInPlace = []string{"autostart", "running", "cloudinit", "networkInterfaces", "qemuAgent"}
+var domainInPlace = []string{"autostart", "running", "cloudinit", "networkInterfaces", "qemuAgent", "kernel", "initrd"}
 
 func (domainKind) inputs() []string {
 	return []string{"name", "type", "vcpu", "memory", "autostart", "running", "qemuAgent", "cloudinit",
-		"disks", "networkInterfaces", "consoles"}
+		"disks", "networkInterfaces", "consoles", "kernel", "initrd", "cmdlines"}
 }
 func (domainKind) replaces(key string) bool { return pkit.ReplaceExcept(domainInPlace...)(key) }
 func (domainKind) computed() []string       { return nil }
@@ -78,6 +79,10 @@ func domainXML(ctx context.Context, c *Conn, ins resource.PropertyMap, uuid stri
 			ACPI: &libvirtxml.DomainFeature{}, APIC: &libvirtxml.DomainFeatureAPIC{}},
 		Devices: &libvirtxml.DomainDeviceList{},
 	}
+	// Direct kernel boot (golden images without a boot loader): paths on the host.
+	def.OS.Kernel = pkit.StringOr(ins, "kernel", "")
+	def.OS.Initrd = pkit.StringOr(ins, "initrd", "")
+	def.OS.Cmdline = cmdline(pkit.Objects(ins, "cmdlines"))
 	for i, d := range pkit.Objects(ins, "disks") {
 		key, _ := pkit.String(d, "volumeId")
 		vol, err := call(ctx, func() (golibvirt.StorageVol, error) { return c.l.StorageVolLookupByKey(key) })
@@ -142,6 +147,22 @@ func domainXML(ctx context.Context, c *Conn, ins resource.PropertyMap, uuid stri
 		})
 	}
 	return def.Marshal()
+}
+
+// cmdline joins upstream's list of maps: `key=value` words, a `_` key for a bare word.
+func cmdline(maps []resource.PropertyMap) string {
+	var words []string
+	for _, m := range maps {
+		for _, k := range pkit.SortedKeys(m) {
+			v := pkit.StringOr(m, k, "")
+			if k == "_" {
+				words = append(words, v)
+			} else {
+				words = append(words, k+"="+v)
+			}
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 func cdrom(path string) libvirtxml.DomainDisk {

@@ -52,13 +52,13 @@ func failures(t *testing.T, typ string, news resource.PropertyMap) []string {
 
 func TestCheckRefusesUnimplementedInputsByName(t *testing.T) {
 	got := failures(t, "domain:Domain", resource.PropertyMap{
-		"name": str("d"), "kernel": str("/boot/vmlinuz"),
+		"name": str("d"), "graphics": resource.NewObjectProperty(resource.PropertyMap{"type": str("vnc")}),
 		"disks": resource.NewArrayProperty([]resource.PropertyValue{resource.NewObjectProperty(resource.PropertyMap{
 			"volumeId": str("/p/v"), "scsi": resource.NewBoolProperty(true)})}),
 		"networkInterfaces": resource.NewArrayProperty([]resource.PropertyValue{resource.NewObjectProperty(resource.PropertyMap{
 			"bridge": str("br0"), "waitForLease": resource.NewBoolProperty(true)})}),
 	})
-	want := []string{"disks.scsi", "kernel", "networkInterfaces[0].waitForLease"}
+	want := []string{"disks.scsi", "graphics", "networkInterfaces[0].waitForLease"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("failures %v, want %v", got, want)
 	}
@@ -207,5 +207,12 @@ func TestDomainDriftShowsInInputs(t *testing.T) {
 	d := diff(t, "domain:Domain", got, ins)
 	if d.Changes != plugin.DiffSome || len(d.ReplaceKeys) != 0 {
 		t.Fatalf("a stopped domain must be started in place: %+v", d)
+	}
+}
+
+func TestCmdlineJoinsUpstreamMaps(t *testing.T) {
+	got := cmdline([]resource.PropertyMap{{"root": str("LABEL=root"), "console": str("ttyS0")}, {"_": str("quiet")}})
+	if got != "console=ttyS0 root=LABEL=root quiet" {
+		t.Fatalf("%q", got)
 	}
 }
