@@ -2,8 +2,8 @@
 PY      ?= .venv/bin/python
 STACK   ?= lab
 
-.PHONY: setup packages engine-packages venv tools lint typecheck test test-fast lab lab-down engine bench validate \
-	preview
+.PHONY: setup packages engine-packages venv tools lint typecheck go-test test test-fast lab lab-down engine bench \
+	bench-engine validate preview
 
 # Everything a fresh Debian machine needs: the daemons the lab runs (as root) and the venv.
 setup: packages venv
@@ -20,8 +20,9 @@ packages:
 	    --no-install-recommends $(LAB_PACKAGES) $(OPS_PACKAGES); \
 	else echo "not root: skipping Debian packages ($(LAB_PACKAGES) $(OPS_PACKAGES))"; fi
 
-# A local hypervisor for the engine tests (libvirtd + TCG qemu, started by the tests by hand).
-ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+# Local hypervisors for the engine tests (libvirtd + TCG qemu, started by the tests by hand), and
+# what the real-boot test builds its golden image with (mmdebstrap, mkfs.ext4).
+ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
 engine-packages:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(ENGINE_PACKAGES); \
@@ -51,9 +52,13 @@ typecheck: venv
 validate: venv
 	.venv/bin/mac-watchdog validate
 
-# The README's test command: lint, type-check, then every test (lab and engine tests skip with a
-# reason where root, namespaces or the built engine are missing).
-test: lint typecheck
+# Our provider plugins' own tests (providers/, one Go module); `go vet` first.
+go-test:
+	cd providers && GOFLAGS=-mod=readonly nice -n 19 go vet ./... && GOFLAGS=-mod=readonly nice -n 19 go test ./...
+
+# The README's test command: lint, type-check, the plugins' Go tests, then every test (lab and
+# engine tests skip with a reason where root, namespaces or the built engine are missing).
+test: lint typecheck go-test
 	$(PY) -m pytest
 
 test-fast: venv
@@ -75,7 +80,8 @@ PREVIEW_STACKS ?= ci
 preview: venv
 	bash tools/preview.sh $(PREVIEW_STACKS)
 
-# Build the Pulumi CLI, Python language host and providers from their Go modules into .engine/.
+# Build the Pulumi CLI, Python language host and our provider plugins (providers/) into .engine/
+# and install the plugins into .engine/home at the versions the Python SDKs ask for.
 engine:
 	bash tools/engine/build.sh
 
@@ -83,3 +89,7 @@ bench: venv
 	$(PY) bench/failover.py
 	$(PY) bench/detection.py
 	$(PY) bench/mock_scale.py
+
+# The ci stack on local libvirtds with the real engine and our plugins (root, `make engine`).
+bench-engine: venv
+	$(PY) bench/engine.py

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
-from components import roles
+from components import naming, roles
 from components.host import HypervisorHost, HypervisorHostArgs
 from components.record import StackRecord, next_record, placement_problems, record_output
 from components.roles import PostBootStep, Secrets
@@ -85,7 +85,7 @@ class MediumAvailabilityCluster(pulumi.ComponentResource):
 
         self.hosts = {
             host_name: HypervisorHost(
-                host_name,
+                naming.host_component(host_name),
                 HypervisorHostArgs(topology.hosts[host_name], topology.image, cleared),
                 child,
             )
@@ -93,7 +93,7 @@ class MediumAvailabilityCluster(pulumi.ComponentResource):
         }
         self.vms = {
             node.name: Vm(
-                node.name,
+                naming.vm_component(node.name),
                 VmArgs(
                     node=node,
                     size=topology.size_of(node.role),

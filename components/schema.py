@@ -124,22 +124,25 @@ KEYS: tuple[Key, ...] = (
         description="VM network: {bridge, cidr, gateway, dns: [IP...]}. Every node IP lies inside cidr."),
     Key("image", "object", required=True,
         summary="The base image every root volume is cloned from.",
-        allowed="`{source}`: an http(s):// URL or an absolute path on each host; its file name "
-        "of a-z A-Z 0-9 . _ + -.",
-        description="Base image: {source: URL or path on each host}. Every VM's root volume is a "
+        allowed="`{source}`: an http(s):// URL or an absolute path, read on the machine that runs "
+        "`pulumi` (or the watchdog) and uploaded into every host's pool; its file name of a-z A-Z "
+        "0-9 . _ + -.",
+        description="Base image: {source: http(s) URL or local path, read on the machine that runs "
+        "pulumi (or the watchdog) and uploaded into every host's pool}. Every VM's root volume is a "
         "copy-on-write clone of it."),
     Key("hosts", "map", required=True,
         summary="Each physical host, by name.",
         allowed="`NAME -> {uri, address, fence, poolPath, domainType}`. NAME: " + rules.NAME_RULE
-        + ". `uri`: its libvirt URI (`qemu+ssh://root@HOST/system`, `qemu+tcp://...`, "
-        "`qemu:///system`, `test:///default`; no port in `qemu+ssh`). `address`: an IP or host "
+        + ". `uri`: its libvirt URI (`qemu+ssh://root@HOST[:PORT]/system`, `qemu+tcp://...`, "
+        "`qemu:///system`, `qemu+unix:///system?socket=...`, `test:///default`). `address`: an IP or host "
         "name without a port, probed on TCP 22. `fence`: a command line that powers the host off "
         "(split like a shell line, run without a shell, e.g. `ipmitool ... chassis power off`), or "
         "`none` to let the watchdog act without fencing. `poolPath`: the storage pool directory "
         "(default `/var/lib/libvirt/mac`), " + rules.PATH_RULE + ". `domainType`: `kvm` (default) or "
         "`qemu` for hosts without KVM.",
-        description="Physical KVM hosts: name -> {uri: libvirt URI (qemu+ssh://root@HOST/system, no "
-        "port), address: management IP or host name probed on SSH port 22, fence: power-off command "
+        description="Physical KVM hosts: name -> {uri: libvirt URI (qemu+ssh://root@HOST[:PORT]/system, "
+        "qemu+tcp://..., qemu+unix:///system?socket=...), address: management IP or host name "
+        "probed on SSH port 22, fence: power-off command "
         "or 'none', poolPath, domainType: kvm|qemu}."),
     Key("spares", "list", default=[],
         summary="Hosts kept idle and warm (pool and base image ready, no nodes).",

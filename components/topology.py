@@ -54,7 +54,7 @@ SSH_PORT = 22
 
 DEFAULT_POOL_PATH = "/var/lib/libvirt/mac"
 DOMAIN_TYPES = ("kvm", "qemu")
-URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "test")
+URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+unix", "test")
 
 
 @dataclass(frozen=True)
@@ -573,19 +573,16 @@ def validate(t: Topology) -> list[Problem]:
 def _uri_problems(path: str, uri: str) -> list[Problem]:
     parts = urlsplit(uri)
     if parts.scheme not in URI_SCHEMES:
-        examples = "qemu:///system, qemu+ssh://root@10.0.0.11/system, qemu+tcp://..., test:///default"
+        examples = ("qemu:///system, qemu+ssh://root@10.0.0.11[:PORT]/system, qemu+tcp://..., "
+                    "qemu+unix:///system?socket=..., test:///default")
         return [Problem(path, uri, f"unsupported libvirt URI scheme; use one of: {examples}")]
     if parts.scheme == "qemu+ssh":
         if not parts.hostname:
-            return [Problem(path, uri, "names no host; write qemu+ssh://USER@HOST/system")]
+            return [Problem(path, uri, "names no host; write qemu+ssh://USER@HOST[:PORT]/system")]
         try:
-            port = parts.port
+            parts.port  # noqa: B018 (an explicit port is fine with MAC's libvirt provider)
         except ValueError:
             return [Problem(path, uri, "has a malformed port")]
-        if port is not None:
-            return [Problem(path, uri,
-                            "has an explicit port, which pulumi-libvirt 0.5.4 cannot use; "
-                            "make sshd listen on 22 and drop the port")]
     return []
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_libvirt as libvirt
 
+from components import naming
 from components.host import HypervisorHost
 from components.topology import Network, Node, Size
 
@@ -87,7 +88,7 @@ class Vm(pulumi.ComponentResource):
         )
         pool = args.host.pool.name
         self.root_volume = libvirt.Volume(
-            f"{name}-root",
+            naming.vm_root_volume(node.name),
             name=f"{node.name}-root.qcow2",
             pool=pool,
             base_volume_id=args.host.base_image.id,
@@ -96,7 +97,7 @@ class Vm(pulumi.ComponentResource):
             opts=on_host,
         )
         self.cloud_init = libvirt.CloudInitDisk(
-            f"{name}-cloud-init",
+            naming.vm_cloud_init(node.name),
             name=f"{node.name}-cloud-init.iso",
             pool=pool,
             user_data=args.user_data,
@@ -109,7 +110,7 @@ class Vm(pulumi.ComponentResource):
             ),
         )
         self.domain = libvirt.Domain(
-            f"{name}-domain",
+            naming.vm_domain(node.name),
             name=node.name,
             type=args.host.host.domain_type,
             vcpu=args.size.vcpu,
