@@ -149,6 +149,11 @@ class WatchdogSettings:
     # healthy (HAProxy's `fastinter`). Never slower than `interval_s`: when left at the default
     # under a shorter interval, the interval is used (watchdog.detect.reprobe_interval).
     suspect_interval_s: float = 0.5
+    # Several watchdogs (watchdog.leader): etcd client URLs, comma-separated; the leadership
+    # lease's TTL (whole seconds, as etcd takes it) and how often it is renewed.
+    etcd: str | None = None
+    lease_ttl_s: int = 5
+    lease_renew_s: float = 1.0
 
 
 # Stack key (camelCase, as in the stack file) -> (dataclass field, type).
@@ -165,6 +170,9 @@ WATCHDOG_KEYS: dict[str, tuple[str, type]] = {
     "replaceAttempts": ("replace_attempts", int),
     "verifyTimeout": ("verify_timeout_s", float),
     "webhookUrl": ("webhook_url", str),
+    "etcd": ("etcd", str),
+    "leaseTtl": ("lease_ttl_s", int),
+    "leaseRenew": ("lease_renew_s", float),
 }
 
 
@@ -461,6 +469,11 @@ def _parse_watchdog(c: _Collector, value: Any) -> WatchdogSettings:
               "targets are re-probed at least as often as healthy ones")
     if settings.fail_threshold < 1 or settings.recover_threshold < 1:
         c.add(f"{path}.failThreshold", settings.fail_threshold, "thresholds must be at least 1")
+    if not 2 <= settings.lease_ttl_s <= 60:
+        c.add(f"{path}.leaseTtl", settings.lease_ttl_s, "must be 2..60 s (etcd's shortest lease is 2 s)")
+    if not 0 < settings.lease_renew_s <= settings.lease_ttl_s / 3:
+        c.add(f"{path}.leaseRenew", settings.lease_renew_s,
+              f"must be > 0 and <= a third of mac:watchdog.leaseTtl ({settings.lease_ttl_s} s)")
     url = settings.webhook_url
     if url is not None and urlsplit(url).scheme not in ("http", "https"):
         c.add(f"{path}.webhookUrl", url, "must be an http:// or https:// URL")

@@ -19,6 +19,7 @@ from watchdog.context import Context, Seams
 from watchdog.detect import Failures
 from watchdog.errors import BadInput, RemediationRefused, WatchdogError
 from watchdog.jsonlog import JsonFormatter
+from watchdog.leader import coordinator, leader_status, leadership_lines
 from watchdog.plan import Action, plan
 from watchdog.present import Status, plan_lines
 from watchdog.reclaim import reclaim as reclaim_host
@@ -61,6 +62,11 @@ PulumiRootOption = Annotated[
     typer.Option("--pulumi-root", help="Directory with bin/pulumi; default: `pulumi` on PATH."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+EtcdOption = Annotated[
+    str | None,
+    typer.Option("--etcd", envvar="MAC_ETCD", help="etcd client URLs (URL[,URL...]): several "
+                 "watchdogs share the stack, the leader acts; default mac:watchdog.etcd."),
+]
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -153,17 +159,21 @@ def status(
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
     as_json: JsonOption = False,
+    etcd: EtcdOption = None,
 ) -> None:
-    """Probe everything once: a table (or --json); exit 0 all healthy, 1 something unhealthy."""
+    """Probe everything once: a table (or --json); exit 0 all healthy, 1 something unhealthy.
+    With etcd: who leads, since when, and each watchdog's view."""
     with _errors():
         ctx = _context(command, project_dir, stack, state_dir)
         topology = ctx.topology()
         results = asyncio.run(ctx.probe_all(topology))
         report = Status(ctx.stack, topology, ctx.targets(topology), results, ctx.journal.pending())
+        leaders = leader_status(etcd or topology.watchdog.etcd, ctx.stack)
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        typer.echo(json.dumps({**report.to_json(), **({"leadership": leaders} if leaders else {})},
+                              indent=2))
     else:
-        _echo(report.lines())
+        _echo(report.lines() + (leadership_lines(leaders) if leaders else []))
     raise typer.Exit(EXIT_OK if report.healthy else EXIT_FOUND)
 
 
@@ -257,17 +267,23 @@ def run(
     pulumi_root: PulumiRootOption = None,
     json_log: Annotated[bool, typer.Option(
         "--json-log", help="Log one JSON object per line (decisions carry the whole plan).")] = False,
+    etcd: EtcdOption = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="This watchdog's name among several (default HOSTNAME:PID).")] = None,
 ) -> None:
     """The watchdog loop: probe, detect, plan, remediate. Ctrl-C stops the loop (a step that is
     running finishes first); an unfinished remediation resumes at the next start."""
     _setup_logging(json_log=json_log)
     with _errors():
         ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
+        ctx.coordinator = coordinator(ctx, etcd, name)
         watchdog = Watchdog(ctx, dry_run=dry_run)
         try:
             code = asyncio.run(watchdog.run(once=once))
         except KeyboardInterrupt:
             raise _fail("interrupted; an unfinished remediation resumes at the next start", 130) from None
+        finally:
+            ctx.coordinator.close()
     raise typer.Exit(code)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from components.stack_file import load_topology, stack_path
 from components.topology import Topology
 from watchdog.alert import Alerter
+from watchdog.coordinate import Coordinator, Solo
 from watchdog.deploy import Deployer
 from watchdog.events import EventSink, ignore
 from watchdog.fence import DEFAULT_FENCE_TIMEOUT_S, fence
@@ -53,6 +54,7 @@ class Context:
     clock: Callable[[], float] = time.time
     alerter: Alerter | None = None
     events: EventSink = ignore  # who listens: journal entries and alerts as they happen
+    coordinator: Coordinator = field(default_factory=Solo)  # who may act (watchdog.leader)
     journal: Journal = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +82,8 @@ class Context:
         return Remediator(stack_file=self.stack_file, state_dir=self.state_dir, backend=self.deployer(),
                           journal=self.journal, alerter=self.alerts(topology), verifier=self.verify,
                           fencer=self.fencer, fence_timeout_s=self.fence_timeout_s,
-                          up_attempts=self.up_attempts, backoff_s=self.backoff_s, sleep=self.sleep)
+                          up_attempts=self.up_attempts, backoff_s=self.backoff_s, sleep=self.sleep,
+                          guard=self.coordinator)
 
     def verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
         """Probe `nodes` until each answered healthy once; the ones that never did."""

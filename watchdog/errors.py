@@ -57,3 +57,7 @@ class VerifyFailed(WatchdogError):
 
 class JournalError(WatchdogError):
     """The journal cannot be read or written."""
+
+
+class NotLeader(WatchdogError):
+    """Several watchdogs share the stack and this one cannot prove it leads: it must not act."""

@@ -37,6 +37,9 @@ class Reason(StrEnum):
     VERIFY_FAILED = "verify_failed"
     REMEDIATION_FAILED = "remediation_failed"
     ABANDONED = "abandoned"
+    # Several watchdogs on etcd (watchdog.leader).
+    ETCD_UNAVAILABLE = "etcd_unavailable"  # no quorum or unreachable: nobody may act
+    LEADERSHIP_LOST = "leadership_lost"  # a leader lost its lease; it stopped acting
     # An operator's reclaim.
     HOST_RECLAIMED = "host_reclaimed"
     # Read from a journal written before reason codes existed.

@@ -19,6 +19,7 @@ from components.topology import Host, Topology
 from watchdog.alert import Alerter
 from watchdog.errors import (
     DeployFailed,
+    NotLeader,
     RemediationRefused,
     StackLocked,
     StateError,
@@ -56,6 +57,37 @@ class StateBackend(Protocol):
     def up(self, replace: Sequence[str] = (), message: str | None = None) -> str: ...
 
 
+class StepGuard(Protocol):
+    """Asked before each step and told after it: where several watchdogs share a stack, only the
+    one that proves it leads may run a step (watchdog.leader). `before_step` raises NotLeader
+    (nothing journaled, nothing run); `after_step(DONE)` and `finished("ok")` raise NotLeader when
+    the fact could not be recorded under leadership; for failures they are best effort."""
+
+    def before_step(self, rid: str, p: Plan, step: Step) -> None: ...
+
+    def after_step(self, rid: str, p: Plan, step: Step, status: str,
+                   detail: Mapping[str, Any]) -> None: ...
+
+    def finished(self, rid: str, p: Plan, outcome: str) -> None: ...
+
+
+class NoGuard:
+    """A watchdog alone: every step may run."""
+
+    def before_step(self, rid: str, p: Plan, step: Step) -> None:
+        pass
+
+    def after_step(self, rid: str, p: Plan, step: Step, status: str,
+                   detail: Mapping[str, Any]) -> None:
+        pass
+
+    def finished(self, rid: str, p: Plan, outcome: str) -> None:
+        pass
+
+
+NO_GUARD = NoGuard()
+
+
 def backoff_delay(failures: int, base_s: float = DEFAULT_BACKOFF_S, cap_s: float = MAX_BACKOFF_S) -> float:
     """Wait before retry number `failures` (1, 2, ...): base, 2x base, 4x base ... up to cap."""
     return 0.0 if failures <= 0 else min(cap_s, base_s * 2 ** (failures - 1))
@@ -74,7 +106,7 @@ class Remediator:
                  journal: Journal, alerter: Alerter, verifier: Verifier, fencer: Fencer = fence,
                  fence_timeout_s: float = DEFAULT_FENCE_TIMEOUT_S,
                  up_attempts: int = DEFAULT_UP_ATTEMPTS, backoff_s: float = DEFAULT_BACKOFF_S,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, guard: StepGuard = NO_GUARD) -> None:
         self.stack_file = Path(stack_file)
         self.state_dir = Path(state_dir)
         self.backend = backend
@@ -86,6 +118,7 @@ class Remediator:
         self.up_attempts = max(1, up_attempts)
         self.backoff_s = backoff_s
         self.sleep = sleep
+        self.guard = guard
 
     def execute(self, p: Plan, trigger: str, precheck: Callable[[], None] | None = None) -> Outcome:
         """Run a new plan from its first step. `precheck` runs under the lock before anything is
@@ -123,24 +156,33 @@ class Remediator:
         for step in p.steps:
             if step in done:
                 continue
+            self.guard.before_step(rid, p, step)
             self.journal.step(rid, step, STARTED)
             try:
                 detail = self._do(rid, step, p)
+            except NotLeader:
+                raise  # not a failure of the step: another watchdog carries on from the record
             except VerifyFailed as err:
                 self.journal.step(rid, step, FAILED, error=str(err))
                 self.journal.finish(rid, "verify_failed", error=str(err))
+                self.guard.finished(rid, p, "verify_failed")
                 self.alerter.alert("verify_failed", str(err), reason=Reason.VERIFY_FAILED, remediation=rid)
                 raise
             except WatchdogError as err:
                 self.journal.step(rid, step, FAILED, error=str(err))
+                self.guard.after_step(rid, p, step, FAILED, {"error": str(err)})
                 self.alerter.alert("remediation_failed",
                                    f"step {step.value} failed: {err}; the remediation stays open "
                                    "and is resumed at this step", reason=Reason.REMEDIATION_FAILED,
                                    remediation=rid)
                 raise
-            self.journal.step(rid, step, DONE, **detail)
+            try:
+                self.guard.after_step(rid, p, step, DONE, detail)
+            finally:
+                self.journal.step(rid, step, DONE, **detail)
             ran.append(step)
         self.journal.finish(rid, "ok")
+        self.guard.finished(rid, p, "ok")
         self.alerter.alert("remediated", p.reason, reason=p.code, remediation=rid,
                            action=p.action.value)
         return Outcome(rid, p, resumed, tuple(ran))
@@ -182,6 +224,8 @@ class Remediator:
                                      "cannot replace it in place (was it ever deployed?)")
                 urns += found
         for attempt in range(1, self.up_attempts + 1):
+            if attempt > 1:
+                self.guard.before_step(rid, p, Step.UP)  # still the leader after the backoff?
             try:
                 result = self.backend.up(replace=urns, message=f"mac-watchdog: {p.reason}"[:200])
                 return {"result": result, "replaced": urns, "attempt": attempt}

@@ -66,7 +66,8 @@ class Watchdog:
             try:
                 if not self.dry_run:
                     await self._warm_up()
-                self._maybe_resume()
+                if await self._my_turn():
+                    self._maybe_resume()
                 while rounds is None or done < rounds:
                     started = prober.clock()
                     await self.tick(sweeper)
@@ -104,6 +105,8 @@ class Watchdog:
             if not self._task.done():
                 return
             await self._finish_task()
+        if not await self._my_turn():
+            return
         if self._maybe_resume():
             return
         failures = classify(self.topology, self.detector.health)
@@ -115,6 +118,14 @@ class Watchdog:
             return
         p = plan(self.topology, failures, self.ctx.journal.history(), self.ctx.clock())
         await self._handle(p, failures)
+
+    async def _my_turn(self) -> bool:
+        """May this watchdog plan and act now? Alone: yes; beside others (etcd): while it leads."""
+        turn = await asyncio.to_thread(self.ctx.coordinator.turn, self.topology,
+                                       classify(self.topology, self.detector.health))
+        if turn.topology is not None and turn.topology != self.topology:
+            self._adopt(turn.topology)  # the shared record moved on: watch what it describes
+        return turn.act
 
     def _say(self, key: Hashable, message: str, extra: dict[str, object] | None = None) -> bool:
         """Log `message` once per `key` (a reason code and what it is about); True if logged."""
