@@ -299,6 +299,7 @@ class Leadership:
         self._token_used = 0
         self._alerted: set[object] = set()
         self._stop = threading.Event()
+        self._started = time.monotonic()
         self._monitor = threading.Thread(target=self._watch_step, name="leader-step", daemon=True)
         self.session.start()
         self._monitor.start()
@@ -328,6 +329,8 @@ class Leadership:
         return Turn(True, adopted)
 
     def _unavailable(self, failures: Failures) -> None:
+        if self.session.error is None and time.monotonic() - self._started < self.session.ttl_s:
+            return  # still starting: the first lease is on its way
         why = self.session.error or "its lease could not be renewed"
         if "etcd" not in self._alerted:
             self._alerted.add("etcd")

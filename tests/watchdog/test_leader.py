@@ -1,0 +1,123 @@
+"""Leadership on a real 3-member etcd cluster (loopback, started by PID): the JSON-gateway client,
+and the step guard in-process: a fencing token that went stale refuses every step, a new leader
+takes in the record and resumes at the next step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components.topology import Topology
+from tests.watchdog.etcd_cluster import EtcdCluster, etcd_missing, running_cluster
+from watchdog.alert import Alerter
+from watchdog.detect import Failures
+from watchdog.errors import NotLeader
+from watchdog.etcd import Etcd, EtcdUnavailable, compare_create, put_op, range_op
+from watchdog.journal import DONE, Journal
+from watchdog.leader import Keys, Leadership, leadership_lines, leadership_report, stack_prefix
+from watchdog.plan import Step, plan
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
+    reason = etcd_missing()
+    if reason:
+        pytest.skip(reason)
+    cluster = running_cluster(tmp_path / "etcd")
+    yield cluster
+    cluster.close()
+
+
+def test_gateway_client_kv_txn_and_leases(etcd: EtcdCluster) -> None:
+    client = Etcd(["http://127.0.0.1:1", *etcd.endpoints])  # a dead endpoint first: skipped
+    assert client.get("/k") is None
+    rev = client.put("/k", {"a": 1})
+    kv = client.get("/k")
+    assert kv is not None and kv.json() == {"a": 1} and kv.create_revision == rev
+    won = client.txn([compare_create("/k", 0)], [put_op("/k", 2)], [range_op("/k")])
+    assert not won.succeeded and won.kvs()[0].json() == {"a": 1}
+    lease = client.grant(2)
+    assert client.keepalive(lease) == 2
+    client.put("/p/x", 1, lease)
+    client.put("/p/y", 2)
+    assert [kv.key for kv in client.prefix("/p/")] == ["/p/x", "/p/y"]
+    client.revoke(lease)
+    assert client.keepalive(lease) == 0
+    assert [kv.key for kv in client.prefix("/p/")] == ["/p/y"]
+    client.close()
+    with pytest.raises(EtcdUnavailable, match="unreachable or without quorum"):
+        Etcd(["http://127.0.0.1:1"]).get("/k")
+
+
+def lost(*args: object) -> None:
+    raise AssertionError(f"no step should be running when leadership goes: {args}")
+
+
+def leadership(etcd: EtcdCluster, tmp_path: Path, topology: Topology, name: str) -> Leadership:
+    return Leadership(etcd.endpoints, "test", tmp_path / "stack.yaml", Journal(tmp_path / name),
+                      lambda: Alerter(None, "test"), name=name, ttl_s=2, renew_s=0.5, on_lost=lost)
+
+
+def test_stale_token_refuses_every_step_and_the_new_leader_resumes(
+        etcd: EtcdCluster, tmp_path: Path, topology: Topology) -> None:
+    a = leadership(etcd, tmp_path, topology, "a")
+    assert a.session.wait_for(lambda: a.session.leading() is not None, 10)
+    b = leadership(etcd, tmp_path, topology, "b")
+    try:
+        assert b.turn(topology, Failures()).act is False
+        assert a.turn(topology, Failures()).act is True
+        p = plan(topology, Failures(hosts=("kvm1",)))
+        rid = a.journal.begin(p, "test")
+        a.before_step(rid, p, Step.FENCE)
+        a.journal.step(rid, Step.FENCE, "started")
+        a.after_step(rid, p, Step.FENCE, DONE, {"fenced": ["kvm1"]})
+        a.journal.step(rid, Step.FENCE, DONE)
+        stale = a.session.token
+        assert stale is not None
+
+        # a is cut off (its lease thread stops) and the key goes, as when etcd expires the lease;
+        # b takes it. a still believes its lease valid for a moment: the transaction says no.
+        a.session._stop.set()
+        a.session._thread.join()
+        client = Etcd(etcd.endpoints)
+        client.delete(Keys(stack_prefix("test")).leader)
+        assert b.session.wait_for(lambda: b.session.leading() is not None, 10)
+        with pytest.raises(NotLeader, match="stale"):
+            a._commit(stale, [put_op("/x", 1)], "a step")
+        with pytest.raises(NotLeader):
+            a.before_step(rid, p, Step.PRUNE_STATE)
+        assert client.get("/x") is None
+
+        # b takes in the record: the remediation is open in its journal with the fence done.
+        assert b.turn(topology, Failures()).act is True
+        pending = b.journal.pending()
+        assert pending is not None and pending.id == rid and pending.next_step is Step.PRUNE_STATE
+        b.before_step(rid, p, Step.PRUNE_STATE)
+        steps = {kv.key.split("/")[-2]: kv.json() for kv in client.prefix(f"/mac/test/steps/{rid}/")}
+        assert steps["fence"]["holder"] == "a" and steps["fence"]["status"] == DONE
+        assert steps["prune_state"]["holder"] == "b" and steps["prune_state"]["token"] > stale
+        report = leadership_report(client, "test")
+        assert report["leader"]["name"] == "b"
+        assert report["openRemediation"]["done"] == ["fence"]
+        assert {v["name"] for v in report["watchdogs"]} == {"a", "b"}
+        assert leadership_lines(report)[0].startswith("leader: b since ")
+        client.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_leaving_hands_over_at_once(etcd: EtcdCluster, tmp_path: Path, topology: Topology) -> None:
+    a = leadership(etcd, tmp_path, topology, "a")
+    assert a.session.wait_for(lambda: a.session.leading() is not None, 10)
+    b = leadership(etcd, tmp_path, topology, "b")
+    try:
+        started = time.monotonic()
+        a.close()  # revokes the lease: no waiting for the TTL
+        assert b.session.wait_for(lambda: b.session.leading() is not None, 10)
+        assert time.monotonic() - started < 1.5
+    finally:
+        b.close()
