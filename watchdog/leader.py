@@ -544,6 +544,7 @@ def coordinator(ctx: Context, etcd: str | None, name: str | None) -> Coordinator
     if not urls:
         return Solo()
     s = topology.watchdog
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per lease renewal
     log.info("leadership on etcd %s: lease %d s, renewed every %g s", urls, s.lease_ttl_s, s.lease_renew_s)
     return Leadership(list(parse_endpoints(urls)), ctx.stack, ctx.stack_file, ctx.journal,
                       lambda: ctx.alerts(topology), name=name, ttl_s=s.lease_ttl_s,
