@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import httpx
 
@@ -34,7 +33,6 @@ class Member:
         self.client_port = client_port
         self.peer_port = peer_port
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -49,7 +47,7 @@ class EtcdCluster:
     """`size` members on 127.0.0.1, each with its own client and peer port."""
 
     def __init__(self, root: Path, size: int = 3) -> None:
-        ports = set()
+        ports: set[int] = set()
         while len(ports) < 2 * size:
             ports.add(free_port())
         it = iter(sorted(ports))
@@ -68,14 +66,14 @@ class EtcdCluster:
     def start(self, i: int | None = None) -> None:
         for m in self.members if i is None else [self.members[i]]:
             m.data_dir.mkdir(parents=True, exist_ok=True)
-            m._log = open(m.data_dir.with_suffix(".log"), "ab")
-            m.proc = subprocess.Popen(
-                [ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
-                 "--listen-client-urls", m.url, "--advertise-client-urls", m.url,
-                 "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
-                 "--initial-cluster", self.initial, "--initial-cluster-token", self.token,
-                 "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"],
-                stdout=m._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            with open(m.data_dir.with_suffix(".log"), "ab") as log:  # the child keeps its copy
+                m.proc = subprocess.Popen(
+                    [ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
+                     "--listen-client-urls", m.url, "--advertise-client-urls", m.url,
+                     "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+                     "--initial-cluster", self.initial, "--initial-cluster-token", self.token,
+                     "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def stop(self, i: int) -> None:
         """SIGKILL member `i` by its PID (its data dir stays, so `start(i)` brings it back)."""
@@ -84,9 +82,6 @@ class EtcdCluster:
             m.proc.send_signal(signal.SIGKILL)
             m.proc.wait()
             m.proc = None
-        if m._log is not None:
-            m._log.close()
-            m._log = None
 
     def close(self) -> None:
         for i in range(len(self.members)):

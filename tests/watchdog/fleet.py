@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from components.stack_file import stack_path
 from tests.watchdog.seams import cli_command
@@ -54,7 +54,6 @@ class Fleet:
         self.hold = root / "fence.hold"
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.exited: dict[str, float] = {}
-        self._logs: dict[str, IO[str]] = {}
         self.etcd = Etcd(etcd_urls.split(","), timeout_s=2.0)
         script = root / "fence.sh"
         script.write_text(FENCE_SCRIPT.format(log=self.fence_log, hold=self.hold))
@@ -69,14 +68,13 @@ class Fleet:
         path.write_text(text)
 
     def start(self, name: str, etcd: str | None = None, kill: tuple[str, str] | None = None) -> None:
-        log = open(self.root / f"{name}.log", "w")
-        self._logs[name] = log
         argv = [*cli_command(self.probe_port, kill), "run", "--stack", STACK,
                 "--project-dir", str(self.project), "--state-dir", str(self.state_dir(name)),
                 "--pulumi-root", str(self.pulumi_root), "--etcd", etcd or self.etcd_urls,
                 "--name", name]
-        self.procs[name] = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                            text=True, env={**os.environ, "MAC_WD": name})
+        with open(self.root / f"{name}.log", "w") as log:  # the child keeps its copy
+            self.procs[name] = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                                text=True, env={**os.environ, "MAC_WD": name})
 
     def state_dir(self, name: str) -> Path:
         return self.root / "state" / name
@@ -159,8 +157,6 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for log in self._logs.values():
-            log.close()
         self.etcd.close()
 
 
