@@ -9,11 +9,13 @@ setup: packages venv
 
 LAB_PACKAGES = apache2 libapache2-mod-php php-mysql mariadb-server galera-4 galera-arbitrator-4 \
 	haproxy iproute2 rsync socat curl openssh-server
+# etcd for several watchdogs: the tests start their own members by PID (never the systemd unit).
+WATCHDOG_PACKAGES = etcd-server etcd-client
 packages:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	    --no-install-recommends $(LAB_PACKAGES); \
-	else echo "not root: skipping Debian packages ($(LAB_PACKAGES))"; fi
+	    --no-install-recommends $(LAB_PACKAGES) $(WATCHDOG_PACKAGES); \
+	else echo "not root: skipping Debian packages ($(LAB_PACKAGES) $(WATCHDOG_PACKAGES))"; fi
 
 # A local hypervisor for the engine tests (libvirtd + TCG qemu, started by the tests by hand).
 ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
@@ -61,3 +63,4 @@ bench: venv
 	$(PY) bench/failover.py
 	$(PY) bench/detection.py
 	$(PY) bench/mock_scale.py
+	$(PY) bench/leader.py
