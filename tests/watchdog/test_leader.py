@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from components.topology import Topology
+from components.topology import Topology, TopologyError, parse_topology, to_config
 from tests.watchdog.etcd_cluster import EtcdCluster, etcd_missing, running_cluster
 from watchdog.alert import Alerter
+from watchdog.cli import app
 from watchdog.detect import Failures
 from watchdog.errors import NotLeader
 from watchdog.etcd import Etcd, EtcdUnavailable, compare_create, put_op, range_op
@@ -121,3 +123,22 @@ def test_leaving_hands_over_at_once(etcd: EtcdCluster, tmp_path: Path, topology:
         assert time.monotonic() - started < 1.5
     finally:
         b.close()
+
+
+def test_lease_settings_are_checked(topology: Topology) -> None:
+    raw = to_config(topology)
+    ok = parse_topology({**raw, "watchdog": {"etcd": "http://127.0.0.1:2379", "leaseTtl": 4,
+                                             "leaseRenew": 1}}).watchdog
+    assert (ok.etcd, ok.lease_ttl_s, ok.lease_renew_s) == ("http://127.0.0.1:2379", 4, 1.0)
+    assert (topology.watchdog.lease_ttl_s, topology.watchdog.lease_renew_s) == (5, 1.0)
+    with pytest.raises(TopologyError) as err:
+        parse_topology({**raw, "watchdog": {"leaseTtl": 1, "leaseRenew": 2}})
+    assert any("leaseTtl" in str(p) and "2..60" in str(p) for p in err.value.problems)
+    assert any("leaseRenew" in str(p) and "a third" in str(p) for p in err.value.problems)
+
+
+def test_bad_etcd_url_is_a_usage_error(project: Path) -> None:
+    result = CliRunner().invoke(app, ["run", "--stack", "test", "--project-dir", str(project),
+                                      "--etcd", "127.0.0.1:2379"])
+    assert result.exit_code == 2
+    assert "--etcd = '127.0.0.1:2379': not an http:// or https:// URL" in result.output
