@@ -11,9 +11,11 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.netutil import free_port
 
@@ -180,3 +182,15 @@ def running_cluster(root: Path, size: int = 3) -> EtcdCluster:
         cluster.close()
         raise
     return cluster
+
+
+@pytest.fixture(name="etcd")
+def etcd_fixture(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """`etcd`: a 3-member cluster for one test (import etcd_fixture into the test module); skips
+    without etcd."""
+    reason = etcd_missing()
+    if reason:
+        pytest.skip(reason)
+    cluster = running_cluster(tmp_path / "etcd")
+    yield cluster
+    cluster.close()

@@ -5,14 +5,13 @@ takes in the record and resumes at the next step."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from components.topology import Topology, TopologyError, parse_topology, to_config
-from tests.watchdog.etcd_cluster import EtcdCluster, etcd_missing, running_cluster
+from tests.watchdog.etcd_cluster import EtcdCluster, etcd_fixture  # noqa: F401  (the `etcd` fixture)
 from watchdog.alert import Alerter
 from watchdog.cli import app
 from watchdog.detect import Failures
@@ -21,16 +20,6 @@ from watchdog.etcd import Etcd, EtcdUnavailable, compare_create, put_op, range_o
 from watchdog.journal import DONE, Journal
 from watchdog.leader import Keys, Leadership, leadership_lines, leadership_report, stack_prefix
 from watchdog.plan import Step, plan
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    reason = etcd_missing()
-    if reason:
-        pytest.skip(reason)
-    cluster = running_cluster(tmp_path / "etcd")
-    yield cluster
-    cluster.close()
 
 
 def test_gateway_client_kv_txn_and_leases(etcd: EtcdCluster) -> None:

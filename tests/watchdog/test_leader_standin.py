@@ -18,7 +18,7 @@ import pytest
 from components.stack_file import load_topology, stack_path
 from components.topology import Topology
 from tests.watchdog.conftest import REPO, Servers, StandIn
-from tests.watchdog.etcd_cluster import CutProxy, EtcdCluster, etcd_missing, running_cluster
+from tests.watchdog.etcd_cluster import CutProxy, EtcdCluster, etcd_fixture  # noqa: F401  (the `etcd` fixture)
 from tests.watchdog.fleet import STACK, Fleet, held_at_once, wait_until
 from tests.watchdog.seams import cli_command
 from tests.watchdog.state_fixture import exported
@@ -26,16 +26,6 @@ from watchdog.leader import EXIT_LEADERSHIP_LOST
 
 TTL = 3
 ROUND_S = 0.25 + 0.2  # a follower's look at the key + one loop round
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    reason = etcd_missing()
-    if reason:
-        pytest.skip(reason)
-    cluster = running_cluster(tmp_path / "etcd")
-    yield cluster
-    cluster.close()
 
 
 @pytest.fixture
