@@ -286,7 +286,8 @@ class Leadership:
         self.name = name or default_name()
         timeout = timeout_s if timeout_s is not None else min(1.0, ttl_s / 5)
         self.session = Session(endpoints, self.keys, self.name, ttl_s, renew_s, timeout)
-        self.etcd = Etcd(endpoints, timeout)
+        self.etcd = Etcd(endpoints, timeout)  # the loop's (turn)
+        self._guard_etcd = Etcd(endpoints, timeout)  # the remediation worker's (the step guard)
         self.stack_file = stack_file
         self.journal = journal
         self.alerter = alerter
@@ -316,7 +317,7 @@ class Leadership:
             self._unavailable(failures)
             return Turn(False)
         adopted = self._follow_topology(topology)
-        self._alerted.discard("etcd")
+        self._alerted.clear()  # the next outage is news again
         if token is None:
             return Turn(False, adopted)
         if self._synced_token != token:
@@ -349,6 +350,7 @@ class Leadership:
         self._stop.set()
         self.session.close()
         self.etcd.close()
+        self._guard_etcd.close()
 
     # -- the shared topology ---------------------------------------------------------------------
 
@@ -421,13 +423,13 @@ class Leadership:
 
     def _record(self, rid: str, p: Plan) -> dict[str, Any]:
         if rid not in self._records:
-            kv = self.etcd.get(self.keys.remediation(rid))
+            kv = self._guard_etcd.get(self.keys.remediation(rid))
             self._records[rid] = kv.json() if kv is not None else _record_new(rid, p)
         return self._records[rid]
 
     def _commit(self, token: int, ops: list[dict[str, Any]], what: str) -> None:
         try:
-            result = self.etcd.txn([compare_create(self.keys.leader, token)], ops,
+            result = self._guard_etcd.txn([compare_create(self.keys.leader, token)], ops,
                                    [range_op(self.keys.leader)])
         except EtcdError as err:
             raise NotLeader(f"watchdog {self.name} cannot prove leadership for {what}: {err}") from None

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from components.stack_file import load_topology, stack_path
 from components.topology import Topology, TopologyError, parse_topology, to_config
 from tests.watchdog.etcd_cluster import EtcdCluster, etcd_fixture  # noqa: F401  (the `etcd` fixture)
 from watchdog.alert import Alerter
 from watchdog.cli import app
+from watchdog.coordinate import Turn
 from watchdog.detect import Failures
 from watchdog.errors import NotLeader
 from watchdog.etcd import Etcd, EtcdUnavailable, compare_create, put_op, range_op
@@ -131,3 +133,29 @@ def test_bad_etcd_url_is_a_usage_error(project: Path) -> None:
                                       "--etcd", "127.0.0.1:2379"])
     assert result.exit_code == 2
     assert "--etcd = '127.0.0.1:2379': not an http:// or https:// URL" in result.output
+
+
+def test_every_watchdog_stack_file_follows_the_written_topology(
+        etcd: EtcdCluster, tmp_path: Path, project: Path, topology: Topology) -> None:
+    """Watchdogs on other machines have their own stack files: the topology a remediation writes
+    goes through etcd (recorded before the leader writes its file) into each of them."""
+    theirs = tmp_path / "elsewhere" / "Pulumi.test.yaml"
+    theirs.parent.mkdir()
+    theirs.write_text(stack_path(project, "test").read_text())
+    a = leadership(etcd, tmp_path, topology, "a")
+    assert a.session.wait_for(lambda: a.session.leading() is not None, 10)
+    b = Leadership(etcd.endpoints, "test", theirs, Journal(tmp_path / "b"),
+                   lambda: Alerter(None, "test"), name="b", ttl_s=2, renew_s=0.5, on_lost=lost)
+    try:
+        assert b.session.wait_for(lambda: b.session.valid(), 10)
+        assert b.turn(topology, Failures()) == Turn(False)  # nothing written yet
+        p = plan(topology, Failures(hosts=("kvm1",)))
+        a.before_step("r1", p, Step.WRITE_CONFIG)
+        turn = b.turn(topology, Failures(hosts=("kvm1",)))
+        assert turn.act is False and turn.topology == p.topology
+        assert load_topology(theirs).failed_hosts == ("kvm1",)
+        assert "secure: v1:c2VjcmV0LW5vdC1yZWFsbHk=" in theirs.read_text()  # secrets kept
+        assert b.turn(p.topology, Failures()) == Turn(False)  # applied once
+    finally:
+        a.close()
+        b.close()
