@@ -322,8 +322,8 @@ class Leadership:
             return Turn(False, adopted)
         if self._synced_token != token:
             try:
-                self._sync_journal()
-            except EtcdError as err:
+                self._sync_journal(token)
+            except (EtcdError, NotLeader) as err:
                 log.warning("cannot read the remediation record yet: %s", err)
                 return Turn(False, adopted)
             self._synced_token = token
@@ -380,9 +380,10 @@ class Leadership:
 
     # -- the journal follows the record ----------------------------------------------------------
 
-    def _sync_journal(self) -> None:
-        """A new leader's local journal takes in every remediation etcd knows, so it resumes an
-        open one at its next step and counts the others (cooldown, budget)."""
+    def _sync_journal(self, token: int) -> None:
+        """A new leader's local journal takes in every remediation etcd knows, so it resumes the
+        open one at its next step and counts the others (cooldown, budget). One remediation at a
+        time: an open record older than the newest (one a leader abandoned) is closed."""
         records = {r["id"]: r for r in (kv.json() for kv in self.etcd.prefix(self.keys.remediations))}
         entries = self.journal.entries()
         known = {e["id"] for e in entries if e.get("event") == "planned"}
@@ -394,11 +395,18 @@ class Leadership:
             if pending.done:  # etcd lost it (restored from an old snapshot?): publish ours
                 record = {**_record_new(pending.id, pending.plan),
                           "done": [s.value for s in pending.plan.steps if s in pending.done]}
-                self.etcd.put(self.keys.remediation(pending.id), record)
+                self._commit(token, [put_op(self.keys.remediation(pending.id), record)],
+                             f"remediation {pending.id} from the journal")
                 records[pending.id] = record
             else:  # planned here by a leader that was deposed before its first step
                 self.journal.finish(pending.id, "superseded", by="etcd")
                 finished.add(pending.id)
+        newest = max(records.values(), key=lambda r: r.get("planned_at", 0), default=None)
+        for r in records.values():
+            if not r.get("outcome") and r is not newest:
+                r["outcome"] = "superseded"
+                self._commit(token, [put_op(self.keys.remediation(r["id"]), r)],
+                             f"the end of stale remediation {r['id']}")
         for rid, r in sorted(records.items(), key=lambda item: item[1].get("planned_at", 0)):
             if rid not in known:
                 self.journal.append({"ts": r.get("planned_at"), "event": "planned", "id": rid,

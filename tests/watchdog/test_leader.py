@@ -84,8 +84,13 @@ def test_stale_token_refuses_every_step_and_the_new_leader_resumes(
             a.before_step(rid, p, Step.PRUNE_STATE)
         assert client.get("/x") is None
 
+        # A record a leader once abandoned (older, still open) is closed, not resumed.
+        client.put(Keys(stack_prefix("test")).remediation("old"),
+                   {"id": "old", "plan": p.to_record(), "planned_at": 1.0, "done": [], "outcome": None})
         # b takes in the record: the remediation is open in its journal with the fence done.
         assert b.turn(topology, Failures()).act is True
+        old = client.get(Keys(stack_prefix("test")).remediation("old"))
+        assert old is not None and old.json()["outcome"] == "superseded"
         pending = b.journal.pending()
         assert pending is not None and pending.id == rid and pending.next_step is Step.PRUNE_STATE
         b.before_step(rid, p, Step.PRUNE_STATE)
