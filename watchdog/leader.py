@@ -176,10 +176,10 @@ class Session:
     def start(self) -> None:
         self._thread.start()
 
-    def close(self) -> None:
+    def close(self, revoke: bool = True) -> None:
         self._stop.set()
         self._thread.join(timeout=self.renew_s + 3 * self._etcd.timeout_s)
-        if self.lease:
+        if self.lease and revoke:
             # The key and the view go with the lease: another watchdog takes over at once.
             with contextlib.suppress(EtcdError):
                 self._etcd.revoke(self.lease)
@@ -347,8 +347,13 @@ class Leadership:
                                  reason=Reason.ETCD_UNAVAILABLE)
 
     def close(self) -> None:
+        # A step still running (a worker thread outliving the loop) keeps the lease until it
+        # expires: handing over now would let a successor run the same step beside it.
+        running = self._step is not None
+        self.session.close(revoke=not running)
+        if running:
+            return  # the mid-step check stays on: it stops the step when the lease lapses
         self._stop.set()
-        self.session.close()
         self.etcd.close()
         self._guard_etcd.close()
 
@@ -484,6 +489,7 @@ class Leadership:
         self._records[rid] = record
 
     def finished(self, rid: str, p: Plan, outcome: str) -> None:
+        self._step = None  # a failed verify ends here, without after_step
         record = {**self._record(rid, p), "outcome": outcome, "finished_at": time.time()}
         try:
             self._commit(self._token_used, [put_op(self.keys.remediation(rid), record)],

@@ -102,6 +102,7 @@ def test_stale_token_refuses_every_step_and_the_new_leader_resumes(
         assert report["openRemediation"]["done"] == ["fence"]
         assert {v["name"] for v in report["watchdogs"]} == {"a", "b"}
         assert leadership_lines(report)[0].startswith("leader: b since ")
+        b.after_step(rid, p, Step.PRUNE_STATE, DONE, {})
         client.close()
     finally:
         a.close()
