@@ -19,7 +19,7 @@ from watchdog.context import Context, Seams
 from watchdog.detect import Failures
 from watchdog.errors import BadInput, RemediationRefused, WatchdogError
 from watchdog.jsonlog import JsonFormatter
-from watchdog.leader import coordinator, leader_status, leadership_lines
+from watchdog.leader import coordinator, leader_status, leadership_lines, take_the_lead
 from watchdog.plan import Action, plan
 from watchdog.present import Status, plan_lines
 from watchdog.reclaim import reclaim as reclaim_host
@@ -230,12 +230,16 @@ def failover(
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
     pulumi_root: PulumiRootOption = None,
+    etcd: EtcdOption = None,
 ) -> None:
-    """Manual failover of HOST through the same pipeline as `run` (skips cooldown and budget)."""
+    """Manual failover of HOST through the same pipeline as `run` (skips cooldown and budget).
+    Beside watchdogs on etcd, only while none of them leads."""
     _setup_logging()
     with _errors():
         ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
         topology = ctx.topology()
+        if not dry_run:
+            ctx.coordinator = take_the_lead(ctx, etcd, "failover")
         if host not in topology.hosts:
             raise BadInput(f"HOST = {host!r}: not a host in mac:hosts (known: {', '.join(topology.hosts)})")
         if not dry_run and ctx.journal.pending() is not None:
@@ -252,7 +256,10 @@ def failover(
                     else f"Carry out this plan for {host}?")
         if not yes and not typer.confirm(question, default=False):
             raise _fail("not confirmed; nothing changed (pass --yes to skip the question)", EXIT_FOUND)
-        outcome = ctx.remediator(topology).execute(p, "manual")
+        try:
+            outcome = ctx.remediator(topology).execute(p, "manual")
+        finally:
+            ctx.coordinator.close()
     typer.echo(f"done: remediation {outcome.id} ({', '.join(s.value for s in outcome.ran)})")
 
 
@@ -295,11 +302,17 @@ def reclaim(
     stack: StackOption = None,
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
+    etcd: EtcdOption = None,
 ) -> None:
-    """Put a repaired host back as a spare: only when reachable and running none of our domains."""
+    """Put a repaired host back as a spare: only when reachable and running none of our domains.
+    Beside watchdogs on etcd, only while none of them leads."""
     with _errors():
         ctx = _context(command, project_dir, stack, state_dir)
-        outcome = reclaim_host(ctx, host, force)
+        ctx.coordinator = take_the_lead(ctx, etcd, "reclaim")
+        try:
+            outcome = reclaim_host(ctx, host, force)
+        finally:
+            ctx.coordinator.close()
     typer.echo(f"{host} is a spare again (spares: {', '.join(outcome.plan.topology.spares)}); the "
                "next `pulumi up` prepares its pool and base image")
 

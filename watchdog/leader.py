@@ -36,7 +36,7 @@ from watchdog.alert import Alerter
 from watchdog.context import Context
 from watchdog.coordinate import Coordinator, Solo, Turn
 from watchdog.detect import Failures
-from watchdog.errors import NotLeader, WatchdogError
+from watchdog.errors import NotLeader, RemediationRefused, WatchdogError
 from watchdog.etcd import (
     Etcd,
     EtcdError,
@@ -578,3 +578,23 @@ def leader_status(etcd: str | None, stack: str) -> dict[str, Any] | None:
         return {"leader": None, "watchdogs": [], "openRemediation": None, "error": str(err)}
     finally:
         client.close()
+
+
+def take_the_lead(ctx: Context, etcd: str | None, command: str, wait_s: float = 3.0) -> Coordinator:
+    """For a one-shot command that changes the cluster (`failover`, `reclaim`): alone, go ahead;
+    beside watchdogs on etcd, act only as the leader, so never beside a watchdog that leads."""
+    c = coordinator(ctx, etcd, f"{command}@{default_name()}")
+    if not isinstance(c, Leadership):
+        return c
+    session = c.session
+    session.wait_for(lambda: session.leading() is not None or session.leader is not None
+                     or session.error is not None, wait_s)
+    turn = c.turn(ctx.topology(), Failures()) if session.leading() is not None else None
+    if turn is None or not turn.act:
+        c.close()
+        holder = (session.leader or {}).get("name")
+        raise RemediationRefused(
+            f"watchdog {holder} leads stack {ctx.stack} on etcd; let it act, or stop it first"
+            if holder else f"cannot take the lead of stack {ctx.stack} on etcd: "
+            f"{session.error or 'no answer'}")
+    return c

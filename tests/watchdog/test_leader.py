@@ -165,3 +165,18 @@ def test_every_watchdog_stack_file_follows_the_written_topology(
     finally:
         a.close()
         b.close()
+
+
+def test_manual_failover_refuses_while_a_watchdog_leads(
+        etcd: EtcdCluster, tmp_path: Path, project: Path, topology: Topology) -> None:
+    a = leadership(etcd, tmp_path, topology, "a")
+    try:
+        assert a.session.wait_for(lambda: a.session.leading() is not None, 10)
+        result = CliRunner().invoke(app, ["failover", "kvm1", "--yes", "--stack", "test",
+                                          "--project-dir", str(project), "--etcd", etcd.urls])
+        assert result.exit_code == 1
+        assert "refused: watchdog a leads stack test on etcd; let it act, or stop it first" \
+            in result.output
+        assert load_topology(stack_path(project, "test")) == topology  # nothing changed
+    finally:
+        a.close()
