@@ -162,6 +162,7 @@ def test_every_watchdog_stack_file_follows_the_written_topology(
         assert load_topology(theirs).failed_hosts == ("kvm1",)
         assert "secure: v1:c2VjcmV0LW5vdC1yZWFsbHk=" in theirs.read_text()  # secrets kept
         assert b.turn(p.topology, Failures()) == Turn(False)  # applied once
+        a.after_step("r1", p, Step.WRITE_CONFIG, DONE, {})
     finally:
         a.close()
         b.close()
