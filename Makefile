@@ -48,9 +48,12 @@ test: lint typecheck
 test-fast: venv
 	$(PY) -m pytest tests/unit tests/watchdog -q
 
-# The whole cluster for real on this machine (root): namespaces + real daemons. Ctrl-C to leave.
+# The whole cluster for real on this machine (root): namespaces + real daemons, shown live until
+# Ctrl-C. Break it from another shell with .venv/bin/mac-lab (README: "Play with the lab").
+# LAB_ARGS="--watchdog-state /tmp/mac-wd" shows a watchdog's last decision in the view.
+LAB_ARGS ?=
 lab: venv
-	$(PY) -m lab up --stack $(STACK)
+	$(PY) -m lab up --stack $(STACK) $(LAB_ARGS)
 
 lab-down: venv
 	$(PY) -m lab down

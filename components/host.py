@@ -42,6 +42,9 @@ def base_image_name(image: Image) -> str:
 class HypervisorHostArgs:
     host: Host
     image: Image
+    # Resolves only when the cluster may be deployed (the placement check passed); every resource
+    # on the host waits for its provider, so a refusal places nothing anywhere.
+    cleared: pulumi.Output[object] | None = None
 
 
 class HypervisorHost(pulumi.ComponentResource):
@@ -56,9 +59,10 @@ class HypervisorHost(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.host = args.host
-        self.provider = libvirt.Provider(
-            name, uri=args.host.uri, opts=pulumi.ResourceOptions(parent=self)
-        )
+        uri: pulumi.Input[str] = args.host.uri
+        if args.cleared is not None:
+            uri = args.cleared.apply(lambda _: args.host.uri)
+        self.provider = libvirt.Provider(name, uri=uri, opts=pulumi.ResourceOptions(parent=self))
         on_host = pulumi.ResourceOptions(parent=self, provider=self.provider)
         self.pool = libvirt.Pool(
             f"{name}-pool",

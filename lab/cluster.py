@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import shlex
 import shutil
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from components.stack_file import load_topology, stack_path
 from components.topology import LB_HTTP_PORT, Node, Role, Topology
 from lab import daemons, netns
 from lab.daemons import NodeDirs
+from lab.lock import LabLock
 from lab.netns import LabError
 from lab.state import NS_PREFIX, REPO, LabState, lab_dir, start_ticks
 
@@ -77,6 +80,7 @@ class Lab:
         self.dir = directory or lab_dir()
         self.secrets = secrets
         self.state = LabState.load(self.dir)
+        self.lock = LabLock(self.dir)
 
     @classmethod
     def from_stack(cls, stack: str, directory: Path | None = None) -> Lab:
@@ -104,8 +108,12 @@ class Lab:
     # ---- bring up ----------------------------------------------------------------------------
 
     def up(self, timeout_s: float = 120) -> float:
-        """Network, then DB nodes one by one, schema, garbd, web, HAProxy; waits for health."""
+        """Network, then DB nodes one by one, schema, garbd, web, HAProxy; waits for health.
+
+        LabBusy (nothing touched) while another live process holds the lab; a dead one's lock and
+        leftovers are taken over."""
         start = time.monotonic()
+        self.lock.acquire(shlex.join(sys.argv)[:120])
         down(self.dir)  # leftovers of an earlier run (crash) first
         self.state = LabState.load(self.dir)
         net = self.topology.network
@@ -121,7 +129,7 @@ class Lab:
         for name in self.topology.hosts:
             self.start_host(name)
         for node in self.topology.nodes_of(Role.MYSQL):
-            self.start_node(node.name)
+            self.start_node(node.name, first_deploy=True)  # the lab's first deploy founds it
         first = self.topology.nodes_of(Role.MYSQL)[0]
         daemons.sql(ns_of(first.name), self.dirs(first.name), "",
                     stdin=mysql.app_schema_sql(self.secrets.db_app_password,
@@ -145,13 +153,15 @@ class Lab:
         daemons.start_sshd(self.state, mgmt_ns(host), host, address, self.host_dirs(host))
         wait_for(f"sshd of {host} on {address}:22", lambda: tcp_open(address, 22), 10, 0.05)
 
-    def start_node(self, name: str) -> None:
-        """Start a node's daemons (again): a DB node joins through mac-galera-start."""
+    def start_node(self, name: str, first_deploy: bool = False) -> None:
+        """Start a node's daemons (again): a DB node joins through mac-galera-start (a fresh
+        datadir founds the cluster only with `first_deploy`, as on a VM)."""
         node, ns, dirs = self.node(name), ns_of(name), self.dirs(name)
         if node.role is Role.MYSQL:
             cnf = daemons.prepare_mysql(node, self.topology, dirs)
             daemons.start_clustercheck(self.state, ns, node, dirs)
-            daemons.start_galera(self.state, ns, node, self.topology, dirs, cnf)
+            daemons.start_galera(self.state, ns, node, self.topology, dirs, cnf,
+                                 first_deploy=first_deploy)
         elif node.role is Role.WEB:
             daemons.start_web(self.state, ns, node, self.topology, dirs, self.secrets.db_app_password)
         else:
@@ -256,8 +266,15 @@ class Lab:
     def clear_netem(self, name: str) -> None:
         netns.clear_netem(ns_of(name))
 
-    def teardown(self) -> None:
-        down(self.dir)
+    def teardown(self) -> list[str]:
+        """Remove this lab (returns what was removed); a no-op unless this object holds the lab:
+        a refused `up` removes nothing."""
+        if not self.lock.held:
+            return []
+        try:
+            return down(self.dir)
+        finally:
+            self.lock.release()
 
 
 def down(directory: Path | None = None) -> list[str]:

@@ -8,21 +8,24 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from components.stack_file import load_topology, stack_names, stack_path
+from components.stack_file import file_hash, load_topology, stack_names, stack_path
 from components.topology import Topology, TopologyError
 from watchdog.context import Context, Seams
 from watchdog.detect import Failures
 from watchdog.errors import BadInput, RemediationRefused, WatchdogError
+from watchdog.git import GitRecorder
 from watchdog.jsonlog import JsonFormatter
 from watchdog.leader import coordinator, leader_status, leadership_lines, take_the_lead
 from watchdog.plan import Action, plan
 from watchdog.present import Status, plan_lines
 from watchdog.reclaim import reclaim as reclaim_host
+from watchdog.target import Kind, fenced_host_targets
 from watchdog.watch import Watchdog
 
 app = typer.Typer(
@@ -124,6 +127,11 @@ def _context(command: typer.Context, project_dir: Path, stack: str | None, state
 
 @app.command()
 def validate(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Stack files to validate (e.g. a PR's changed Pulumi.x.yaml).",
+                       show_default=False),
+    ] = None,
     stack: Annotated[
         list[str] | None,
         typer.Option("--stack", "-s", help="Stack to validate (repeatable); default: every stack file."),
@@ -131,20 +139,23 @@ def validate(
     project_dir: ProjectDirOption = Path("."),
 ) -> None:
     """Check stack files against the cluster rules; one line per problem, exit 2 when any."""
-    names = stack or stack_names(project_dir)
-    if not names:
+    files = [(str(p), p) for p in paths or []]
+    files += [(name, stack_path(project_dir, name)) for name in stack or []]
+    if not files:
+        files = [(name, stack_path(project_dir, name)) for name in stack_names(project_dir)]
+    if not files:
         typer.echo(f"error: no stack files in {project_dir / 'stacks'}; expected Pulumi.<stack>.yaml",
                    err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     failed = False
-    for name in names:
-        path = stack_path(project_dir, name)
+    for name, path in files:
         try:
             topology = load_topology(path)
         except TopologyError as err:
             failed = True
             for problem in err.problems:
-                typer.echo(f"{name}: {problem}", err=True)
+                line = str(problem)  # a whole-file problem already starts with the file's path
+                typer.echo(line if line.startswith(f"{path}:") else f"{name}: {line}", err=True)
             continue
         typer.echo(f"{name}: ok ({len(topology.hosts)} hosts, {len(topology.spares)} spares, "
                    f"{len(topology.nodes)} nodes)")
@@ -167,7 +178,10 @@ def status(
         ctx = _context(command, project_dir, stack, state_dir)
         topology = ctx.topology()
         results = asyncio.run(ctx.probe_all(topology))
-        report = Status(ctx.stack, topology, ctx.targets(topology), results, ctx.journal.pending())
+        fenced = fenced_host_targets(topology)
+        back = asyncio.run(ctx.probe(fenced, topology.watchdog.probe_timeout_s)) if fenced else []
+        report = Status(ctx.stack, topology, ctx.targets(topology), results, ctx.journal.pending(),
+                        tuple(r.key.name for r in back if r.ok))
         leaders = leader_status(etcd or topology.watchdog.etcd, ctx.stack)
     if as_json:
         typer.echo(json.dumps({**report.to_json(), **({"leadership": leaders} if leaders else {})},
@@ -237,6 +251,7 @@ def failover(
     _setup_logging()
     with _errors():
         ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
+        source = file_hash(ctx.stack_file)
         topology = ctx.topology()
         if not dry_run:
             ctx.coordinator = take_the_lead(ctx, etcd, "failover")
@@ -245,8 +260,15 @@ def failover(
         if not dry_run and ctx.journal.pending() is not None:
             log.warning("an unfinished remediation comes first: resuming it")
             ctx.remediator(topology).resume()
+            source = file_hash(ctx.stack_file)
             topology = ctx.topology()
-        p = plan(topology, Failures(hosts=(host,)), ctx.journal.history(), ctx.clock(), manual=True)
+        # Which nodes answer now: a DB node is only rebuilt on a fresh disk beside a healthy peer.
+        results = asyncio.run(ctx.probe_all(topology))
+        healthy = {r.key.name for r in results if r.ok and r.key.kind is Kind.NODE}
+        # The plan remembers the file it was made from: if another failover (or a person) changes
+        # it while this one waits at its prompt, the write refuses instead of undoing that change.
+        p = replace(plan(topology, Failures(hosts=(host,)), ctx.journal.history(), ctx.clock(),
+                         manual=True, healthy=healthy), source_hash=source)
         _echo(plan_lines(p))
         if p.action is Action.REFUSE:
             raise RemediationRefused(p.reason)
@@ -277,6 +299,11 @@ def run(
     etcd: EtcdOption = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="This watchdog's name among several (default HOSTNAME:PID).")] = None,
+    git_commit: Annotated[bool, typer.Option(
+        "--git-commit", help="Commit every stack file the watchdog writes (what moved where, why), "
+                             "so a later deploy from git cannot undo a failover.")] = False,
+    git_push: Annotated[bool, typer.Option(
+        "--git-push", help="Push each such commit too (implies --git-commit).")] = False,
 ) -> None:
     """The watchdog loop: probe, detect, plan, remediate. Ctrl-C stops the loop (a step that is
     running finishes first); an unfinished remediation resumes at the next start."""
@@ -284,6 +311,8 @@ def run(
     with _errors():
         ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
         ctx.coordinator = coordinator(ctx, etcd, name)
+        if git_commit or git_push:
+            ctx.git = GitRecorder(ctx.stack_file, push=git_push)
         watchdog = Watchdog(ctx, dry_run=dry_run)
         try:
             code = asyncio.run(watchdog.run(once=once))
@@ -302,12 +331,14 @@ def reclaim(
     stack: StackOption = None,
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
+    pulumi_root: PulumiRootOption = None,
     etcd: EtcdOption = None,
 ) -> None:
-    """Put a repaired host back as a spare: only when reachable and running none of our domains.
-    Beside watchdogs on etcd, only while none of them leads."""
+    """Put a repaired host back as a spare: once reachable, its stale MAC domains destroyed, and
+    dropped from the stack's record of fenced hosts (so the program may use it again). Beside
+    watchdogs on etcd, only while none of them leads."""
     with _errors():
-        ctx = _context(command, project_dir, stack, state_dir)
+        ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
         ctx.coordinator = take_the_lead(ctx, etcd, "reclaim")
         try:
             outcome = reclaim_host(ctx, host, force)

@@ -63,10 +63,11 @@ class Status:
     targets: Sequence[Target]
     results: Sequence[ProbeResult]
     pending: Pending | None
+    answering: tuple[str, ...] = ()  # hosts in mac:failedHosts that answer again (split brain?)
 
     @property
     def healthy(self) -> bool:
-        return all(r.ok for r in self.results)
+        return all(r.ok for r in self.results) and not self.answering
 
     def rows(self) -> list[dict[str, Any]]:
         by_key = {t.key: t for t in self.targets}
@@ -84,6 +85,7 @@ class Status:
         return {"stack": self.stack, "healthy": self.healthy, "targets": self.rows(),
                 "spares": list(self.topology.spares),
                 "failedHosts": list(self.topology.failed_hosts),
+                "failedHostsAnswering": list(self.answering),
                 "pendingRemediation": None if pending is None else {
                     "id": pending.id, "code": pending.plan.code.value,
                     "reason": pending.plan.reason, "nextStep": pending.next_step}}
@@ -98,6 +100,10 @@ class Status:
                  for row in table]
         lines.append(f"spares: {', '.join(self.topology.spares) or '-'}; failed hosts: "
                      f"{', '.join(self.topology.failed_hosts) or '-'}")
+        for host in self.answering:
+            lines.append(f"WARNING: {host} is in mac:failedHosts but answers again: the nodes that "
+                         "moved away may be answered by its old VMs (split brain); power it off, "
+                         f"then `mac-watchdog reclaim {host}`")
         if self.pending is not None:
             lines.append(f"unfinished remediation {self.pending.id}: {self.pending.plan.reason} "
                          f"(next step: {self.pending.next_step})")

@@ -132,6 +132,12 @@ def test_lease_settings_are_checked(topology: Topology) -> None:
         parse_topology({**raw, "watchdog": {"leaseTtl": 1, "leaseRenew": 2}})
     assert any("leaseTtl" in str(p) and "2..60" in str(p) for p in err.value.problems)
     assert any("leaseRenew" in str(p) and "a third" in str(p) for p in err.value.problems)
+    two = "http://10.0.0.31:2379, https://10.0.0.32:2379"
+    assert parse_topology({**raw, "watchdog": {"etcd": two}}).watchdog.etcd == two
+    with pytest.raises(TopologyError) as err:
+        parse_topology({**raw, "watchdog": {"etcd": "http://10.0.0.31:2379,10.0.0.32:2379"}})
+    assert [p.path for p in err.value.problems] == ["mac:watchdog.etcd"]
+    assert "'10.0.0.32:2379' must be an http:// or https:// URL" in str(err.value.problems[0])
 
 
 def test_bad_etcd_url_is_a_usage_error(project: Path) -> None:
