@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import Any
 from components.stack_file import write_topology
 from components.topology import Topology, parse_topology, to_config
 from watchdog.alert import Alerter
+from watchdog.children import kill_running
 from watchdog.context import Context
 from watchdog.coordinate import Coordinator, Solo, Turn
 from watchdog.detect import Failures
@@ -98,34 +98,10 @@ class Keys:
         return f"{self.root}steps/{rid + '/' if rid else ''}"
 
 
-def kill_descendants(pid: int | None = None) -> list[int]:
-    """SIGKILL every process descended from `pid` (default: this one), deepest first; fence
-    commands run in sessions of their own, so a process group would miss them."""
-    pid = os.getpid() if pid is None else pid
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        children = [c for c, p in parents.items() if p in frontier]
-        found += children
-        frontier = children
-    for child in reversed(found):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
-    return found
-
-
 def stop_acting(journal: Journal, rid: str, step: Step, why: str) -> None:
-    """The default when the lease lapses mid-step: kill what the step started, journal it, exit."""
-    killed = kill_descendants()
+    """The default when the lease lapses mid-step: kill what the step started (the process groups
+    of its fence command or Pulumi CLI, watchdog.children), journal it, exit."""
+    killed = kill_running()
     with contextlib.suppress(WatchdogError):
         journal.step(rid, step, FAILED, error=why, leadership_lost=True, killed=killed)
     log.critical("%s; killed %d processes of step %s; exiting (the supervisor restarts this "
