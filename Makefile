@@ -14,11 +14,13 @@ LAB_PACKAGES = apache2 libapache2-mod-php php-mysql mariadb-server galera-4 gale
 # service is not started: no systemd here), shellcheck for actionlint's `run:` checks, and
 # systemd-analyze (package systemd) for the watchdog's unit file.
 OPS_PACKAGES = prometheus shellcheck systemd
+# etcd for several watchdogs: the tests start their own members by PID (never the systemd unit).
+WATCHDOG_PACKAGES = etcd-server etcd-client
 packages:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	    --no-install-recommends $(LAB_PACKAGES) $(OPS_PACKAGES); \
-	else echo "not root: skipping Debian packages ($(LAB_PACKAGES) $(OPS_PACKAGES))"; fi
+	    --no-install-recommends $(LAB_PACKAGES) $(OPS_PACKAGES) $(WATCHDOG_PACKAGES); \
+	else echo "not root: skipping Debian packages ($(LAB_PACKAGES) $(OPS_PACKAGES) $(WATCHDOG_PACKAGES))"; fi
 
 # Local hypervisors for the engine tests (libvirtd + TCG qemu, started by the tests by hand), and
 # what the real-boot test builds its golden image with (mmdebstrap, mkfs.ext4).
@@ -89,6 +91,7 @@ bench: venv
 	$(PY) bench/failover.py
 	$(PY) bench/detection.py
 	$(PY) bench/mock_scale.py
+	$(PY) bench/leader.py
 
 # The ci stack on local libvirtds with the real engine and our plugins (root, `make engine`).
 bench-engine: venv

@@ -79,8 +79,16 @@ WATCHDOG_NUMBERS: tuple[Number, ...] = (
     Number("replaceAttempts", "replace_attempts", True, 0, 10),
     Number("verifyTimeout", "verify_timeout_s", False, 0, 86400, "s", True),
     Number("upTimeout", "up_timeout_s", False, 0, 86400, "s", True),
+    # Several watchdogs on etcd (watchdog.leader): the leadership lease, whole seconds as etcd
+    # takes it, and how often it is renewed (at least three renewals per TTL).
+    Number("leaseTtl", "lease_ttl_s", True, 2, 60, "s", False,
+           "must be 2..60 s (etcd's shortest lease is 2 s)"),
+    Number("leaseRenew", "lease_renew_s", False, 0, 20, "s (and <= a third of leaseTtl)", True,
+           "must be > 0 and <= a third of mac:watchdog.leaseTtl"),
 )
-WATCHDOG_STRINGS = {"webhookUrl": "webhook_url"}
+# String settings: stack key -> model field, and the rule each value must follow.
+WATCHDOG_STRINGS = {"webhookUrl": "webhook_url", "etcd": "etcd"}
+WATCHDOG_STRING_RULES = {"webhookUrl": rules.http_url, "etcd": rules.http_url_list}
 SIZE_NUMBERS: tuple[Number, ...] = (
     Number("vcpu", "vcpu", True, 1, 256),
     Number("memoryMiB", "memory_mib", True, 256, 4 * 1024 * 1024, "MiB"),
@@ -170,8 +178,12 @@ KEYS: tuple[Key, ...] = (
     Key("watchdog", "object", default={},
         summary="Optional watchdog settings (seconds unless said). `suspectInterval` is the "
         "re-probe period of a target whose last probe failed (default 0.5); `upTimeout` how long "
-        "a `pulumi up` may run before it is cancelled and retried with backoff (default 1800).",
-        allowed=_numbers(WATCHDOG_NUMBERS) + "; `webhookUrl` an http(s):// URL.",
+        "a `pulumi up` may run before it is cancelled and retried with backoff (default 1800); "
+        "`etcd` the etcd client URLs of several watchdogs on one stack, of which only the leader "
+        "acts (see *Running several watchdogs*), `leaseTtl` its leadership lease (default 5) "
+        "and `leaseRenew` how often the lease is renewed (default 1).",
+        allowed=_numbers(WATCHDOG_NUMBERS) + "; `webhookUrl` an http(s):// URL; `etcd` one or "
+        "more http(s):// URLs, comma-separated.",
         description="Watchdog settings: {"
         + ", ".join([*(n.key for n in WATCHDOG_NUMBERS), *WATCHDOG_STRINGS]) + "}."),
     Key("sshUser", "string", default="root",

@@ -156,6 +156,11 @@ class WatchdogSettings:
     # healthy (HAProxy's `fastinter`). Never slower than `interval_s`: when left at the default
     # under a shorter interval, the interval is used (watchdog.detect.reprobe_interval).
     suspect_interval_s: float = 0.5
+    # Several watchdogs (watchdog.leader): etcd client URLs, comma-separated; the leadership
+    # lease's TTL (whole seconds, as etcd takes it) and how often it is renewed.
+    etcd: str | None = None
+    lease_ttl_s: int = 5
+    lease_renew_s: float = 1.0
 
 
 # Stack key (camelCase, as in the stack file) -> (dataclass field, type); ranges in schema.py.
@@ -484,13 +489,17 @@ def _parse_watchdog(c: _Collector, value: Any) -> WatchdogSettings:
         if n.key in raw and (parsed := c.number(f"{path}.{n.key}", n, raw[n.key])) is not None:
             values[n.attr] = parsed
     for key, attr in schema.WATCHDOG_STRINGS.items():
-        if key in raw and (text := c.string(f"{path}.{key}", raw[key], rule=rules.http_url)):
+        rule = schema.WATCHDOG_STRING_RULES[key]
+        if key in raw and (text := c.string(f"{path}.{key}", raw[key], rule=rule)):
             values[attr] = text
     settings = WatchdogSettings(**values)
     if "suspect_interval_s" in values and settings.suspect_interval_s > settings.interval_s:
         c.add(f"{path}.suspectInterval", settings.suspect_interval_s,
               f"must be > 0 and <= mac:watchdog.interval ({settings.interval_s:g} s): suspect "
               "targets are re-probed at least as often as healthy ones")
+    if settings.lease_renew_s > settings.lease_ttl_s / 3:
+        c.add(f"{path}.leaseRenew", settings.lease_renew_s,
+              f"must be > 0 and <= a third of mac:watchdog.leaseTtl ({settings.lease_ttl_s} s)")
     return settings
 
 

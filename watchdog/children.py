@@ -4,7 +4,9 @@ its own, recorded in the state directory while it runs, bounded by a timeout.
 A watchdog killed mid-step leaves its child running; the record lets the restarted one find that
 orphan and end it (or see that it is gone) before it repeats the step, so two `pulumi up`s or two
 fences never run side by side. A child that outlives its timeout gets SIGINT (Pulumi cancels the
-update cleanly and releases the stack's lock), then SIGKILL after a grace period.
+update cleanly and releases the stack's lock), then SIGKILL after a grace period. A watchdog that
+must stop at once (a leader that lost its lease, watchdog.leader) kills the groups of the
+children it still runs (`kill_running`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +25,11 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+# The groups this process started and has not seen end (pid -> its start ticks), whatever
+# Children instance started them: what `kill_running` kills.
+_running: dict[int, int | None] = {}
+_running_lock = threading.Lock()
 
 CHILD_FILE = "child.json"
 DEFAULT_GRACE_S = 30.0
@@ -64,6 +72,35 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def kill_running() -> list[int]:
+    """SIGKILL, at once and without a grace period, the process group of every child this process
+    started that still runs (fence commands, the Pulumi CLI and their own children); their pids.
+    For a leader deposed mid-step: it must stop before etcd can expire its lease."""
+    with _running_lock:
+        running = dict(_running)
+    killed = []
+    for pid, ticks in running.items():
+        now = _start_ticks(pid)
+        if ticks is not None and now is not None and now != ticks:
+            continue  # the pid names another process now: ours ended and was reaped elsewhere
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+        killed.append(pid)
+    return killed
+
+
+def _started(pid: int, ticks: int | None) -> None:
+    with _running_lock:
+        _running[pid] = ticks
+
+
+def _ended(pid: int) -> None:
+    with _running_lock:
+        _running.pop(pid, None)
+
+
 class Children:
     """Starts children in their own process group and keeps the record in `state_dir`."""
 
@@ -91,6 +128,7 @@ class Children:
 
     def forget(self, pid: int) -> None:
         """`pid` ended: drop its record (a caller that waited for it itself)."""
+        _ended(pid)
         self._clear(pid)
 
     def _clear(self, pid: int) -> None:
@@ -153,6 +191,7 @@ class Children:
         """Start a child in its own session (and process group) and record it."""
         proc: subprocess.Popen[Any] = subprocess.Popen(argv, start_new_session=True, **kwargs)
         ticks = _start_ticks(proc.pid)
+        _started(proc.pid, ticks)
         if ticks is not None:
             self._write(ChildRecord(proc.pid, what, ticks))
         return proc
@@ -167,4 +206,5 @@ class Children:
             raise ChildTimedOut(f"ran longer than {timeout_s:g} s and was stopped") from None
         finally:
             if proc.returncode is not None:
+                _ended(proc.pid)
                 self._clear(proc.pid)

@@ -29,6 +29,7 @@ from watchdog.errors import BadInput, RemediationRefused, WatchdogError
 from watchdog.events import Event, EventKind, EventSink, fan_out
 from watchdog.git import GitRecorder
 from watchdog.jsonlog import JsonFormatter
+from watchdog.leader import coordinator, leader_status, leadership_lines, take_the_lead
 from watchdog.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, Metrics, MetricsSink, serve
 from watchdog.plan import Action, plan
 from watchdog.present import Status, plan_lines
@@ -91,6 +92,11 @@ PulumiRootOption = Annotated[
     typer.Option("--pulumi-root", help="Directory with bin/pulumi; default: `pulumi` on PATH."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+EtcdOption = Annotated[
+    str | None,
+    typer.Option("--etcd", envvar="MAC_ETCD", help="etcd client URLs (URL[,URL...]): several "
+                 "watchdogs share the stack, the leader acts; default mac:watchdog.etcd."),
+]
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -198,9 +204,11 @@ def status(
     ] = False,
     interval: Annotated[float, typer.Option(
         "--interval", min=0.2, help="Seconds between redraws with --watch.")] = 2.0,
+    etcd: EtcdOption = None,
 ) -> None:
     """Probe everything once: hosts and nodes with role, where each runs, health, since when, and
-    the pending remediation (or --json); exit 0 all healthy, 1 something unhealthy."""
+    the pending remediation (or --json); exit 0 all healthy, 1 something unhealthy. With etcd: who
+    leads, since when, and each watchdog's view."""
     with _errors():
         if watch and as_json:
             raise BadInput("--watch draws a live table; --json prints one snapshot: pick one")
@@ -209,10 +217,13 @@ def status(
         if watch:
             _watch(ctx, report, interval)
             raise typer.Exit(EXIT_OK)
+        leaders = leader_status(etcd or report.topology.watchdog.etcd, ctx.stack)
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        typer.echo(json.dumps({**report.to_json(), **({"leadership": leaders} if leaders else {})},
+                              indent=2))
     else:
         _console().print(report.table())
+        _echo(leadership_lines(leaders) if leaders else [])
     raise typer.Exit(EXIT_OK if report.healthy else EXIT_FOUND)
 
 
@@ -332,14 +343,18 @@ def failover(
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
     pulumi_root: PulumiRootOption = None,
+    etcd: EtcdOption = None,
 ) -> None:
-    """Manual failover of HOST through the same pipeline as `run` (skips cooldown and budget)."""
+    """Manual failover of HOST through the same pipeline as `run` (skips cooldown and budget).
+    Beside watchdogs on etcd, only while none of them leads."""
     _setup_logging()
     with _errors():
         ctx = _context(command, project_dir, stack, state_dir, pulumi_root,
                        _StepProgress(Console(stderr=True, highlight=False)))
         source = file_hash(ctx.stack_file)
         topology = ctx.topology()
+        if not dry_run:
+            ctx.coordinator = take_the_lead(ctx, etcd, "failover")
         if host not in topology.hosts:
             raise BadInput(f"HOST = {host!r}: not a host in mac:hosts (known: {', '.join(topology.hosts)})")
         if not dry_run and ctx.journal.pending() is not None:
@@ -363,7 +378,10 @@ def failover(
                     else f"Carry out this plan for {host}?")
         if not yes and not typer.confirm(question, default=False):
             raise _fail("not confirmed; nothing changed (pass --yes to skip the question)", EXIT_FOUND)
-        outcome = ctx.remediator(topology).execute(p, "manual")
+        try:
+            outcome = ctx.remediator(topology).execute(p, "manual")
+        finally:
+            ctx.coordinator.close()
     typer.echo(f"done: remediation {outcome.id} ({', '.join(s.value for s in outcome.ran)})")
 
 
@@ -379,6 +397,9 @@ def run(
     json_log: Annotated[bool, typer.Option(
         "--json-log", help="Log one JSON object per line on stderr (decisions carry the whole plan).")
     ] = False,
+    etcd: EtcdOption = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="This watchdog's name among several (default HOSTNAME:PID).")] = None,
     git_commit: Annotated[bool, typer.Option(
         "--git-commit", help="Commit every stack file the watchdog writes (what moved where, why), "
                              "so a later deploy from git cannot undo a failover.")] = False,
@@ -397,12 +418,13 @@ def run(
     manager's watchdog after every round."""
     _setup_logging(json_log=json_log)
     with _errors():
-        name = _resolve_stack(project_dir, stack)
-        metrics = Metrics(name)
-        notify = LoopNotifier(Notifier.from_environ(), name)
-        state = state_dir or project_dir / STATE_DIR_NAME / name
-        ctx = _context(command, project_dir, name, state, pulumi_root, MetricsSink(metrics),
+        stack_name = _resolve_stack(project_dir, stack)
+        metrics = Metrics(stack_name)
+        notify = LoopNotifier(Notifier.from_environ(), stack_name)
+        state = state_dir or project_dir / STATE_DIR_NAME / stack_name
+        ctx = _context(command, project_dir, stack_name, state, pulumi_root, MetricsSink(metrics),
                        HealthBook(state), notify)
+        ctx.coordinator = coordinator(ctx, etcd, name)
         if git_commit or git_push:
             ctx.git = GitRecorder(ctx.stack_file, push=git_push)
         watchdog = Watchdog(ctx, dry_run=dry_run)
@@ -416,6 +438,7 @@ def run(
             raise _fail(f"interrupted; remediation {pending.id} ({pending.plan.reason}) resumes at "
                         f"step {pending.next_step} at the next start", 130) from None
         finally:
+            ctx.coordinator.close()
             notify.stopping()
             if server is not None:
                 server.close()
@@ -431,13 +454,19 @@ def reclaim(
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
     pulumi_root: PulumiRootOption = None,
+    etcd: EtcdOption = None,
 ) -> None:
     """Put a repaired host back as a spare: once reachable, its stale MAC domains destroyed, and
-    dropped from the stack's record of fenced hosts (so the program may use it again)."""
+    dropped from the stack's record of fenced hosts (so the program may use it again). Beside
+    watchdogs on etcd, only while none of them leads."""
     with _errors():
         ctx = _context(command, project_dir, stack, state_dir, pulumi_root,
                        _StepProgress(Console(stderr=True, highlight=False)))
-        outcome = reclaim_host(ctx, host, force)
+        ctx.coordinator = take_the_lead(ctx, etcd, "reclaim")
+        try:
+            outcome = reclaim_host(ctx, host, force)
+        finally:
+            ctx.coordinator.close()
     typer.echo(f"{host} is a spare again (spares: {', '.join(outcome.plan.topology.spares)}); the "
                "next `pulumi up` prepares its pool and base image")
 

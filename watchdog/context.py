@@ -18,6 +18,7 @@ from components.stack_file import load_topology, stack_path
 from components.topology import Topology
 from watchdog.alert import Alerter
 from watchdog.children import Children
+from watchdog.coordinate import Coordinator, Solo
 from watchdog.deploy import Deployer
 from watchdog.events import EventSink, ignore
 from watchdog.fence import DEFAULT_FENCE_TIMEOUT_S, fence
@@ -57,6 +58,7 @@ class Context:
     clock: Callable[[], float] = time.time
     alerter: Alerter | None = None
     events: EventSink = ignore  # who listens: journal entries and alerts as they happen
+    coordinator: Coordinator = field(default_factory=Solo)  # who may act (watchdog.leader)
     git: GitRecorder | None = None  # `run --git-commit`: commit (and push) every stack file written
     journal: Journal = field(init=False)
 
@@ -99,7 +101,7 @@ class Context:
                           journal=self.journal, alerter=alerter, verifier=self.verify,
                           fencer=fencer, fence_timeout_s=self.fence_timeout_s,
                           up_attempts=self.up_attempts, backoff_s=self.backoff_s, sleep=self.sleep,
-                          children=self.children(), after_write=after_write)
+                          children=self.children(), after_write=after_write, guard=self.coordinator)
 
     def verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
         """Probe `nodes` until each answered healthy once; the ones that never did."""

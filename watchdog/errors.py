@@ -74,3 +74,7 @@ class StackFileUnwritable(WatchdogError):
 
 class JournalError(WatchdogError):
     """The journal cannot be read or written."""
+
+
+class NotLeader(WatchdogError):
+    """Several watchdogs share the stack and this one cannot prove it leads: it must not act."""

@@ -47,11 +47,9 @@ def fence(host: Host, timeout_s: float = DEFAULT_FENCE_TIMEOUT_S,
     log.info("fence %s: running %s", host.name, argv[0])
     options: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE,
                                "stderr": subprocess.STDOUT}
+    children = children or Children(None)  # its own group, known to kill_running; no record
     try:
-        if children is not None:
-            proc = children.popen(argv, f"fence {host.name}", **options)
-        else:
-            proc = subprocess.Popen(argv, start_new_session=True, **options)
+        proc = children.popen(argv, f"fence {host.name}", **options)
     except OSError as err:
         raise FenceError(f"fence command for {host.name} cannot start: {argv[0]}: "
                          f"{err.strerror}; install it or fix mac:hosts.{host.name}.fence") from None
@@ -63,7 +61,7 @@ def fence(host: Host, timeout_s: float = DEFAULT_FENCE_TIMEOUT_S,
         raise FenceError(f"fence command for {host.name} did not finish within {timeout_s:g} s; "
                          "the host may still be running") from None
     finally:
-        if children is not None and proc.returncode is not None:
+        if proc.returncode is not None:
             children.forget(proc.pid)
     tail = out.decode("utf-8", "replace").strip().splitlines()[-3:]
     for line in tail:

@@ -47,6 +47,9 @@ class Reason(StrEnum):
     STACK_FILE_INVALID = "stack_file_invalid"
     WATCHDOG_IO_FAILED = "watchdog_io_failed"  # state or stacks directory not writable, ...
     FENCED_HOST_ANSWERS = "fenced_host_answers"  # a host in mac:failedHosts is back: split brain?
+    # Several watchdogs on etcd (watchdog.leader).
+    ETCD_UNAVAILABLE = "etcd_unavailable"  # no quorum or unreachable: nobody may act
+    LEADERSHIP_LOST = "leadership_lost"  # a leader lost its lease; it stopped acting
     # An operator's reclaim.
     HOST_RECLAIMED = "host_reclaimed"
     # Read from a journal written before reason codes existed.

@@ -30,6 +30,7 @@ from watchdog.errors import (
     DeployFailed,
     DeployTimedOut,
     JournalError,
+    NotLeader,
     RemediationRefused,
     StackFileMoved,
     StackFileUnwritable,
@@ -70,6 +71,37 @@ class StateBackend(Protocol):
            timeout_s: float | None = None) -> str: ...
 
 
+class StepGuard(Protocol):
+    """Asked before each step and told after it: where several watchdogs share a stack, only the
+    one that proves it leads may run a step (watchdog.leader). `before_step` raises NotLeader
+    (nothing journaled, nothing run); `after_step(DONE)` and `finished("ok")` raise NotLeader when
+    the fact could not be recorded under leadership; for failures they are best effort."""
+
+    def before_step(self, rid: str, p: Plan, step: Step) -> None: ...
+
+    def after_step(self, rid: str, p: Plan, step: Step, status: str,
+                   detail: Mapping[str, Any]) -> None: ...
+
+    def finished(self, rid: str, p: Plan, outcome: str) -> None: ...
+
+
+class NoGuard:
+    """A watchdog alone: every step may run."""
+
+    def before_step(self, rid: str, p: Plan, step: Step) -> None:
+        pass
+
+    def after_step(self, rid: str, p: Plan, step: Step, status: str,
+                   detail: Mapping[str, Any]) -> None:
+        pass
+
+    def finished(self, rid: str, p: Plan, outcome: str) -> None:
+        pass
+
+
+NO_GUARD = NoGuard()
+
+
 def backoff_delay(failures: int, base_s: float = DEFAULT_BACKOFF_S, cap_s: float = MAX_BACKOFF_S) -> float:
     """Wait before retry number `failures` (1, 2, ...): base, 2x base, 4x base ... up to cap."""
     return 0.0 if failures <= 0 else min(cap_s, base_s * 2 ** (failures - 1))
@@ -89,7 +121,8 @@ class Remediator:
                  fence_timeout_s: float = DEFAULT_FENCE_TIMEOUT_S,
                  up_attempts: int = DEFAULT_UP_ATTEMPTS, backoff_s: float = DEFAULT_BACKOFF_S,
                  sleep: Callable[[float], None] = time.sleep, children: Children | None = None,
-                 after_write: Callable[[Plan], None] | None = None) -> None:
+                 after_write: Callable[[Plan], None] | None = None,
+                 guard: StepGuard = NO_GUARD) -> None:
         self.stack_file = Path(stack_file)
         # Orphans of an earlier (killed) watchdog: the fence and CLI children it recorded.
         self.children = children or Children(state_dir)
@@ -105,6 +138,7 @@ class Remediator:
         self.up_attempts = max(1, up_attempts)
         self.backoff_s = backoff_s
         self.sleep = sleep
+        self.guard = guard
 
     def execute(self, p: Plan, trigger: str, precheck: Callable[[], None] | None = None) -> Outcome:
         """Run a new plan from its first step. `precheck` runs under the lock before anything is
@@ -157,9 +191,12 @@ class Remediator:
         for step in p.steps:
             if step in done:
                 continue
+            self.guard.before_step(rid, p, step)
             self.journal.step(rid, step, STARTED)
             try:
                 detail = self._do(rid, step, p)
+            except NotLeader:
+                raise  # not a failure of the step: another watchdog carries on from the record
             except StackFileMoved as err:
                 # Never write over the file, never deploy a reverted one: close this remediation;
                 # the loop plans again from the file as it is now.
@@ -167,25 +204,32 @@ class Remediator:
                         else Reason.STACK_FILE_REVERTED)
                 self.journal.step(rid, step, FAILED, error=str(err))
                 self.journal.finish(rid, "superseded", error=str(err))
+                self.guard.finished(rid, p, "superseded")  # no successor resumes it either
                 self.alerter.alert("superseded", f"{err}; planning again from the stack file as it "
                                    "is", reason=code, remediation=rid)
                 raise
             except VerifyFailed as err:
                 self.journal.step(rid, step, FAILED, error=str(err))
                 self.journal.finish(rid, "verify_failed", error=str(err))
+                self.guard.finished(rid, p, "verify_failed")
                 self.alerter.alert("verify_failed", str(err), reason=Reason.VERIFY_FAILED, remediation=rid)
                 raise
             except WatchdogError as err:
                 with contextlib.suppress(JournalError):  # a read-only state dir: alert anyway
                     self.journal.step(rid, step, FAILED, error=str(err))
+                self.guard.after_step(rid, p, step, FAILED, {"error": str(err)})
                 self.alerter.alert("remediation_failed",
                                    f"step {step.value} failed: {err}; the remediation stays open "
                                    "and is resumed at this step", reason=Reason.REMEDIATION_FAILED,
                                    remediation=rid)
                 raise
-            self.journal.step(rid, step, DONE, **detail)
+            try:
+                self.guard.after_step(rid, p, step, DONE, detail)
+            finally:
+                self.journal.step(rid, step, DONE, **detail)
             ran.append(step)
         self.journal.finish(rid, "ok")
+        self.guard.finished(rid, p, "ok")
         self.alerter.alert("remediated", p.reason, reason=p.code, remediation=rid,
                            action=p.action.value)
         return Outcome(rid, p, resumed, tuple(ran))
@@ -252,6 +296,8 @@ class Remediator:
                                      "cannot replace it in place (was it ever deployed?)")
                 urns += found
         for attempt in range(1, self.up_attempts + 1):
+            if attempt > 1:
+                self.guard.before_step(rid, p, Step.UP)  # still the leader after the backoff?
             try:
                 result = self.backend.up(replace=urns, message=f"mac-watchdog: {p.reason}"[:200],
                                          timeout_s=p.topology.watchdog.up_timeout_s)
@@ -261,6 +307,9 @@ class Remediator:
                     raise
                 delay = backoff_delay(attempt, self.backoff_s)
                 self.journal.step(rid, Step.UP, FAILED, error=str(err), attempt=attempt)
+                # The attempt's hold ends here: a leader deposed during the backoff is refused at
+                # the retry (before_step) instead of being stopped in the middle of a sleep.
+                self.guard.after_step(rid, p, Step.UP, FAILED, {"error": str(err), "attempt": attempt})
                 code = Reason.UP_TIMED_OUT if isinstance(err, DeployTimedOut) else Reason.UP_FAILED
                 self.alerter.alert("up_failed", f"{err}; the written change is kept, retrying in "
                                    f"{delay:g} s", reason=code, remediation=rid)

@@ -80,7 +80,8 @@ class Watchdog:
             try:
                 if not self.dry_run:
                     await self._warm_up()
-                self._maybe_resume()
+                if await self._my_turn():
+                    self._maybe_resume()
                 while rounds is None or done < rounds:
                     started = prober.clock()
                     await self.tick(sweeper)
@@ -148,6 +149,8 @@ class Watchdog:
             if not self._task.done():
                 return
             await self._finish_task()
+        if not await self._my_turn():  # asked every round: it follows the shared record too
+            return
         if self.ctx.clock() < self._retry_at:
             return
         if self._maybe_resume():
@@ -188,6 +191,18 @@ class Watchdog:
                     f"power it off, then `mac-watchdog reclaim {name}` destroys them",
                     Reason.FENCED_HOST_ANSWERS, about=(name,), host=name)
             (self._answering.add if result.ok else self._answering.discard)(name)
+
+    async def _my_turn(self) -> bool:
+        """May this watchdog plan and act now? Alone: yes; beside others (etcd): while it leads."""
+        turn = await asyncio.to_thread(self.ctx.coordinator.turn, self.topology,
+                                       classify(self.topology, self.detector.health))
+        if turn.topology is not None:
+            # The shared record moved on and the stack file now holds it: watch what it
+            # describes, and plan from this file (its hash is what the next write compares to).
+            if turn.topology != self.topology:
+                self._adopt(turn.topology)
+            self._source_hash = await asyncio.to_thread(file_hash, self.ctx.stack_file)
+        return turn.act
 
     def _say(self, key: Hashable, message: str, extra: dict[str, object] | None = None) -> bool:
         """Log `message` once per `key` (a reason code and what it is about); True if logged."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.children import Children, ChildTimedOut, _group_alive
+from watchdog.children import Children, ChildTimedOut, _group_alive, kill_running
 
 SLEEPER = [sys.executable, "-c", "import time, subprocess, sys; "
            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"]
@@ -50,3 +50,20 @@ def test_a_finished_child_or_a_reused_pid_is_no_orphan(tmp_path: Path) -> None:
     assert children.orphan() is None  # pid 1 started at another tick: not ours
     assert not (tmp_path / "child.json").exists()
     subprocess.run(["true"], check=True)
+
+
+def test_kill_running_kills_every_group_this_process_started_at_once(tmp_path: Path) -> None:
+    """A leader deposed mid-step (watchdog.leader): no SIGINT and grace period, the whole group."""
+    recorded = Children(tmp_path).popen(SLEEPER, "pulumi up")
+    unrecorded = Children(None).popen(SLEEPER, "fence kvm1")
+    done = Children(None).popen([sys.executable, "-c", "pass"], "quick")
+    assert Children(None).wait(done, 10) == 0
+    started = time.monotonic()
+    assert sorted(kill_running()) == sorted([recorded.pid, unrecorded.pid])
+    for proc in (recorded, unrecorded):
+        proc.wait(5)
+        deadline = time.monotonic() + 5
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _group_alive(proc.pid)  # the grandchild went too
+    assert time.monotonic() - started < 5

@@ -21,6 +21,7 @@ from tests.watchdog.state_fixture import exported
 from tests.watchdog.test_standin_cli import S, make_ctx
 from watchdog.children import Children
 from watchdog.context import Context
+from watchdog.coordinate import Solo
 from watchdog.detect import Failures
 from watchdog.errors import DeployTimedOut, LockHeld, LockUnavailable, StackFileMoved
 from watchdog.fence import FenceResult
@@ -28,6 +29,22 @@ from watchdog.git import GitRecorder
 from watchdog.journal import Journal
 from watchdog.lock import RemediationLock, stack_lock_path
 from watchdog.plan import Plan, Step, plan
+
+
+class Guard(Solo):
+    """A step guard that records what it is asked and told (watchdog.leader's seam)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def before_step(self, rid: str, p: Plan, step: Step) -> None:
+        self.calls.append(("before", step.value))
+
+    def after_step(self, rid: str, p: Plan, step: Step, status: str, detail: object) -> None:
+        self.calls.append((status, step.value))
+
+    def finished(self, rid: str, p: Plan, outcome: str) -> None:
+        self.calls.append(("finished", outcome))
 
 
 def failover(topology: Topology, project: Path) -> Plan:
@@ -57,8 +74,11 @@ def test_standin_a_persons_edit_during_the_fence_is_never_overwritten(
 
     ctx_fences = ctx.fencer
     ctx.fencer = person_edits
+    ctx.coordinator = guard = Guard()
     with pytest.raises(StackFileMoved, match="changed since the plan was made"):
         ctx.remediator(topology).execute(p, "test")
+    # Beside other watchdogs the shared record is closed too: no successor resumes the plan.
+    assert guard.calls[-2:] == [("before", "write_config"), ("finished", "superseded")]
     assert path.read_text() == edited
     assert not [c for c in standin.commands() if c[:1] == ["up"]]
     assert Journal(ctx.state_dir).pending() is None  # closed: the loop plans afresh
@@ -120,9 +140,13 @@ def test_standin_a_hung_up_is_cancelled_alerted_and_retried(
     path.write_text(path.read_text().replace("verifyTimeout: 3", "verifyTimeout: 3\n    upTimeout: 0.5"))
     topology = load_topology(path)
     ctx, _ = make_ctx(project, standin, servers, tmp_path)
+    ctx.coordinator = guard = Guard()
     started = time.monotonic()
     with pytest.raises(DeployTimedOut, match=r"longer than 0\.5 s \(mac:watchdog.upTimeout\)"):
         ctx.remediator(topology).execute(plan(topology, Failures(nodes=("web2",))), "test")
+    # Each attempt is a hold of its own: a leader deposed during the backoff is refused at the retry.
+    assert [c for c in guard.calls if c[1] == "up"] == [("before", "up"), ("failed", "up"),
+                                                         ("before", "up"), ("failed", "up")]
     assert time.monotonic() - started < 20
     ups = [c for c in standin.commands() if c[:1] == ["up"]]
     assert len(ups) == 2  # up_attempts=2: cancelled, retried after the backoff, cancelled

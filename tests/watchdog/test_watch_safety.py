@@ -5,15 +5,18 @@ state directory, alerts each condition once, and keeps probing the hosts it fenc
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
-from components.stack_file import load_topology, stack_path, write_topology
+from components.stack_file import file_hash, load_topology, stack_path, write_topology
 from components.topology import Topology
 from tests.watchdog.conftest import Servers, StandIn
 from tests.watchdog.seams import Recorder
 from tests.watchdog.state_fixture import exported
 from tests.watchdog.test_watch import context
 from watchdog.context import Context
+from watchdog.coordinate import Solo, Turn
+from watchdog.detect import Failures
 from watchdog.events import Event, EventKind
 from watchdog.plan import Action
 from watchdog.watch import Watchdog
@@ -122,3 +125,25 @@ def test_a_fenced_host_that_answers_again_is_alerted_once(
     assert len(back) == 1 and "split brain" in str(back[0]["message"])
     assert "mac-watchdog reclaim kvm1" in str(back[0]["message"])
     assert watchdog.outcomes == []  # nothing else happens: it is not ours any more
+
+
+def test_standin_a_topology_taken_from_the_shared_record_is_what_the_next_write_compares_to(
+        project: Path, topology: Topology, standin: StandIn, servers: Servers, tmp_path: Path) -> None:
+    """Beside other watchdogs (watchdog.leader) the stack file follows the shared record: the loop
+    watches that topology and plans from that file, so its next compare-and-swap write is not
+    refused as a person's edit."""
+    path = stack_path(project, "test")
+    shared = replace(topology, watchdog=replace(topology.watchdog, cooldown_s=61.0))
+
+    class Follows(Solo):
+        def turn(self, current: Topology, failures: Failures) -> Turn:
+            write_topology(path, shared)  # what Leadership._follow_topology does
+            return Turn(True, shared)
+
+    ctx = context(project, standin, servers, tmp_path)
+    ctx.coordinator = Follows()
+    watchdog = Watchdog(ctx)
+    before = file_hash(path)
+    assert asyncio.run(watchdog._my_turn()) is True
+    assert watchdog.topology == shared
+    assert file_hash(path) != before and watchdog._source_hash == file_hash(path)
