@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.conftest import (
+    PLUGINS,
     PROGRAM_PROVIDERS,
     REPO,
     Pulumi,
@@ -31,6 +32,8 @@ def pulumi(tmp_path: Path, project: Path) -> Pulumi:
     home, backend = tmp_path / "home", tmp_path / "backend"
     home.mkdir()
     backend.mkdir()
+    if PLUGINS.is_dir():  # the plugins `make engine` installed, shared read-only
+        os.symlink(PLUGINS, home / "plugins")
     return Pulumi(cwd=project, home=home, backend=backend)
 
 
