@@ -344,6 +344,8 @@ class Leadership:
         if kv is None or kv.mod_revision <= self._applied_revision:
             return None
         record = kv.json()
+        if record.get("pending"):
+            return None  # its write has not succeeded (yet): never copy it into a stack file
         topology = parse_topology(record["config"])
         first = self._applied_revision == 0
         self._applied_revision = kv.mod_revision
@@ -436,13 +438,19 @@ class Leadership:
         ops = [put_op(self.keys.remediation(rid), record), put_op(self.keys.step(rid, step, token), attempt)]
         if step is Step.WRITE_CONFIG:
             # Recorded before the file is written: the record is never older than any stack file.
-            ops.append(put_op(self.keys.topology, {"id": rid, "config": to_config(p.topology),
-                                                   "written_at": time.time()}))
+            # Pending until the write succeeds: a write that refuses (a person edited the file)
+            # must not reach the other watchdogs' stack files either.
+            ops.append(put_op(self.keys.topology, self._topology_record(rid, p, pending=True)))
         self._commit(token, ops, f"step {step.value}")
         self._records[rid] = record
         self._attempt = attempt
         self._token_used = token
         self._step = (rid, step, token)
+
+    @staticmethod
+    def _topology_record(rid: str, p: Plan, pending: bool) -> dict[str, Any]:
+        return {"id": rid, "config": to_config(p.topology), "written_at": time.time(),
+                "pending": pending}
 
     def after_step(self, rid: str, p: Plan, step: Step, status: str,
                    detail: Mapping[str, Any]) -> None:
@@ -454,10 +462,12 @@ class Leadership:
             record["failures"] = record.get("failures", 0) + 1
         record["running"] = None
         attempt = {**self._attempt, "status": status, "ended_at": time.time()}
+        ops = [put_op(self.keys.remediation(rid), record),
+               put_op(self.keys.step(rid, step, self._token_used), attempt)]
+        if step is Step.WRITE_CONFIG and status == DONE:
+            ops.append(put_op(self.keys.topology, self._topology_record(rid, p, pending=False)))
         try:
-            self._commit(self._token_used, [put_op(self.keys.remediation(rid), record),
-                                            put_op(self.keys.step(rid, step, self._token_used), attempt)],
-                         f"step {step.value} {status}")
+            self._commit(self._token_used, ops, f"step {step.value} {status}")
         except NotLeader:
             if status == DONE:
                 raise

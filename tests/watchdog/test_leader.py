@@ -163,12 +163,39 @@ def test_every_watchdog_stack_file_follows_the_written_topology(
         assert b.turn(topology, Failures()) == Turn(False)  # nothing written yet
         p = plan(topology, Failures(hosts=("kvm1",)))
         a.before_step("r1", p, Step.WRITE_CONFIG)
+        # Pending until the leader's own write succeeded: nothing reaches the others yet.
+        assert b.turn(topology, Failures(hosts=("kvm1",))) == Turn(False)
+        assert load_topology(theirs).failed_hosts == ()
+        a.after_step("r1", p, Step.WRITE_CONFIG, DONE, {})
         turn = b.turn(topology, Failures(hosts=("kvm1",)))
         assert turn.act is False and turn.topology == p.topology
         assert load_topology(theirs).failed_hosts == ("kvm1",)
         assert "secure: v1:c2VjcmV0LW5vdC1yZWFsbHk=" in theirs.read_text()  # secrets kept
         assert b.turn(p.topology, Failures()) == Turn(False)  # applied once
-        a.after_step("r1", p, Step.WRITE_CONFIG, DONE, {})
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_refused_write_never_reaches_another_watchdogs_stack_file(
+        etcd: EtcdCluster, tmp_path: Path, project: Path, topology: Topology) -> None:
+    """The leader's compare-and-swap write refused (a person edited the file): the topology it
+    meant to write stays out of every other stack file, so nobody's edit is overwritten."""
+    theirs = tmp_path / "elsewhere" / "Pulumi.test.yaml"
+    theirs.parent.mkdir()
+    before = stack_path(project, "test").read_text()
+    theirs.write_text(before)
+    a = leadership(etcd, tmp_path, topology, "a")
+    assert a.session.wait_for(lambda: a.session.leading() is not None, 10)
+    b = Leadership(etcd.endpoints, "test", theirs, Journal(tmp_path / "b"),
+                   lambda: Alerter(None, "test"), name="b", ttl_s=2, renew_s=0.5, on_lost=lost)
+    try:
+        assert b.session.wait_for(lambda: b.session.valid(), 10)
+        p = plan(topology, Failures(hosts=("kvm1",)))
+        a.before_step("r1", p, Step.WRITE_CONFIG)
+        a.after_step("r1", p, Step.WRITE_CONFIG, "failed", {"error": "the stack file changed"})
+        assert b.turn(topology, Failures(hosts=("kvm1",))) == Turn(False)
+        assert theirs.read_text() == before
     finally:
         a.close()
         b.close()
