@@ -251,6 +251,10 @@ def check_role(ns: Namespace, boot: Boot, key: Path, ssh_user: str = "root",
     boot.mark("cloud_init_done")
     if "status: done" not in out:
         problems.append(f"cloud-init did not finish cleanly (exit {code}):\n{out}")
+    # Where the boot time went, and anything cloud-init complained about (for the report).
+    code, out = ssh(ns, key, target, "systemd-analyze time; systemd-analyze blame | head -n 8; "
+                    "grep -E ' (WARNING|ERROR)' /var/log/cloud-init.log | tail -n 20", 120)
+    seen["boot-profile"] = out
     units = EXPECTED_UNITS[node.role]
     code, out = ssh(ns, key, target, " ; ".join(
         f"echo {u}=$(systemctl {'is-active' if want == 'active' else 'is-enabled'} {u})"

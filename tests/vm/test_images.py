@@ -65,6 +65,7 @@ def checks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, boot.
             print(f"\nVM boot checks ({len(boots)} VMs at once, {time.monotonic() - started:.0f} s):")
             for result in results:
                 print(json.dumps({"node": result.node, "role": result.role, **result.timings}))
+                print(result.seen.get("boot-profile", ""))
             yield {r.role: r for r in results}
         finally:
             for b in boots:
