@@ -12,44 +12,25 @@ Usage: .venv/bin/python bench/images.py [--images .images] [--keep DIR]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.roles import Secrets
-from components.stack_file import load_topology, stack_path
 from vmimage import boot
 from vmimage.build import TIERS, build
 
 REPO = Path(__file__).resolve().parents[1]
-NODES = ("db1", "web1", "lb1")
 
 
 def boots(images_dir: Path, work: Path) -> dict[str, Any]:
-    key = work / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    topology = load_topology(stack_path(REPO, "ci"))
-    topology = dataclasses.replace(topology, ssh_public_key=(work / "id_ed25519.pub").read_text().strip())
-    secrets = Secrets(db_root_password="bench-root", db_app_password="bench-app")
-    with boot.Namespace(topology.network, f"mac-bench-{os.getpid()}") as ns:
-        started = [boot.start(ns, topology.nodes[n], topology, secrets, work / n, f"tap{i}", images_dir)
-                   for i, n in enumerate(NODES)]
-        try:
-            with ThreadPoolExecutor(len(started)) as pool:
-                checks = list(pool.map(lambda b: boot.check_role(ns, b, key, topology.ssh_user), started))
-        finally:
-            for b in started:
-                b.stop()
+    checks, _ = boot.boot_tiers(work, images_dir)
     return {c.role: {"node": c.node, **c.timings, "problems": c.problems} for c in checks}
 
 

@@ -9,6 +9,7 @@ network-config from components.vm) and writes the serial console to `console.log
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -17,17 +18,22 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from components import vm
 from components.roles import Secrets, mysql, user_data
+from components.stack_file import load_topology, stack_path
 from components.topology import HEALTH_ENDPOINTS, Network, Node, Role, Topology
 from vmimage.build import DEFAULT_OUT, outputs
 
 REPO = Path(__file__).resolve().parents[1]
 KERNEL_CMDLINE = "root=LABEL=root ro console=ttyS0,115200 net.ifnames=0"
 MEMORY_MIB = 768
+# One node per tier of the stack whose cloud-config the VMs get (tests/vm, bench/images.py).
+STACK = "ci"
+NODES = ("db1", "web1", "lb1")
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR")
 
@@ -274,3 +280,29 @@ def check_role(ns: Namespace, boot: Boot, key: Path, ssh_user: str = "root",
                    lambda out: out.split()[:1] == ["200"]):
             boot.timings["galera_start_s"] = round(time.monotonic() - started, 1)
     return RoleCheck(node.name, node.role.value, boot.timings, seen, problems)
+
+
+def boot_tiers(work: Path, images_dir: Path = DEFAULT_OUT, stack: str = STACK,
+               nodes: Sequence[str] = NODES) -> tuple[list[RoleCheck], list[Boot]]:
+    """Boot `nodes` of `stack` at once, each from its tier's image, check them, stop them.
+
+    The stack's ssh key is replaced by a new one made here (the checks log in with it); the
+    secrets are test values. Returns the checks and the (stopped) boots, for their console logs.
+    """
+    key = work / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    topology = load_topology(stack_path(REPO, stack))
+    topology = dataclasses.replace(topology, ssh_public_key=key.with_suffix(".pub").read_text().strip())
+    secrets = Secrets(db_root_password="vm-test-root", db_app_password="vm-test-app")
+    with Namespace(topology.network) as ns:
+        boots: list[Boot] = []
+        try:
+            for i, name in enumerate(nodes):
+                boots.append(start(ns, topology.nodes[name], topology, secrets, work / name, f"tap{i}",
+                                   images_dir))
+            with ThreadPoolExecutor(len(boots)) as pool:
+                checks = list(pool.map(lambda b: check_role(ns, b, key, topology.ssh_user), boots))
+        finally:
+            for b in boots:
+                b.stop()
+    return checks, boots

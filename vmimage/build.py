@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from components.roles import lb, mysql, web
 
@@ -56,12 +57,26 @@ TIER_DISABLED_UNITS: dict[str, tuple[str, ...]] = {
     "web": ("apache2.service",),
     "lb": ("garb.service",),
 }
+# Their SysV scripts go too: while /etc/init.d/NAME exists, every `systemctl enable/disable` of
+# the roles' runcmd also runs update-rc.d (perl), seconds each under TCG. Native units stay.
+TIER_SYSV_SCRIPTS: dict[str, tuple[str, ...]] = {
+    "mysql": ("mariadb",),
+    "web": ("apache2", "apache-htcacheclean"),
+    "lb": ("haproxy", "garb"),
+}
+# Housekeeping a short-lived VM does not need; e2scrub_reap alone took ~20 s of a TCG boot.
+BASE_DISABLED_UNITS = ("e2scrub_reap.service", "e2scrub_all.timer", "apt-daily.timer",
+                       "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "fstrim.timer")
 TIERS = tuple(TIER_PACKAGES)
 
 CLOUD_CFG = """\
 # MAC golden image: NoCloud seed only (no network probing for other datasources).
 datasource_list: [ NoCloud, None ]
 locale: C.UTF-8
+# Fingerprints on the console cost an ssh-keygen run each under TCG; nobody reads them there.
+no_ssh_fingerprints: true
+ssh:
+  emit_keys_to_console: false
 """
 FSTAB = "LABEL=root / ext4 defaults,noatime,errors=remount-ro 0 1\n"
 POLICY_RC_D = "#!/bin/sh\nexit 101\n"
@@ -97,7 +112,8 @@ def base_hash() -> str:
 
 
 def tier_hash(tier: str) -> str:
-    return inputs_hash(base_hash(), TIER_PACKAGES[tier], TIER_DISABLED_UNITS[tier])
+    return inputs_hash(base_hash(), TIER_PACKAGES[tier], TIER_DISABLED_UNITS[tier],
+                       TIER_SYSV_SCRIPTS[tier], BASE_DISABLED_UNITS)
 
 
 def outputs(out: Path, tier: str) -> list[Path]:
@@ -157,8 +173,9 @@ def customize(root: Path, tier: str) -> None:
     (root / "etc/machine-id").write_text("")  # a new one per VM at first boot
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()  # cloud-init makes them per instance
-    disabled = " ".join(TIER_DISABLED_UNITS[tier])
-    chroot(root, f"systemctl enable systemd-networkd.service; systemctl disable {disabled}; "
+    disabled = " ".join([*TIER_DISABLED_UNITS[tier], *BASE_DISABLED_UNITS])
+    sysv = " ".join(f"/etc/init.d/{name} /etc/rc?.d/[SK][0-9][0-9]{name}" for name in TIER_SYSV_SCRIPTS[tier])
+    chroot(root, f"systemctl enable systemd-networkd.service; systemctl disable {disabled}; rm -f {sysv}; "
                  "apt-get clean; rm -rf /var/lib/apt/lists/* /var/log/*.log /var/cache/debconf/*-old")
 
 
@@ -196,7 +213,7 @@ def build_tier(out: Path, tier: str, work: Path) -> TierResult:
     return TierResult(tier, True, time.monotonic() - started, files[0].stat().st_size / 2**20)
 
 
-def build(out: Path, tiers: Sequence[str]) -> dict[str, object]:
+def build(out: Path, tiers: Sequence[str]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     base_built = build_base(out)
@@ -228,7 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        for tier, figures in report["tiers"].items():  # type: ignore[attr-defined]
+        base = report["base"]
+        print(f"base: {'built' if base['built'] else 'up to date'} ({base['seconds']} s, "
+              f"{base['tar_mb']} MB tar)")
+        for tier, figures in report["tiers"].items():
             state = "built" if figures["built"] else "up to date"
             print(f"{tier}: {state} ({figures['seconds']} s, {figures['qcow2_mb']} MB) "
                   f"in {report['out']}")

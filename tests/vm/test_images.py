@@ -14,24 +14,15 @@ which builds the images first): then they fail.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import subprocess
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from components.roles import Secrets
-from components.stack_file import load_topology, stack_path
 from components.topology import Role
 from vmimage import boot
 
-REPO = Path(__file__).resolve().parents[2]
-NODES = ("db1", "web1", "lb1")  # one per tier
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
 
@@ -47,31 +38,18 @@ def _skip_or_fail() -> None:
 
 
 @pytest.fixture(scope="module")
-def checks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, boot.RoleCheck]]:
+def checks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, boot.RoleCheck]:
     _skip_or_fail()
     work = tmp_path_factory.mktemp("vm")
-    key = work / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    topology = load_topology(stack_path(REPO, "ci"))
-    topology = dataclasses.replace(topology, ssh_public_key=(work / "id_ed25519.pub").read_text().strip())
-    secrets = Secrets(db_root_password="vm-test-root", db_app_password="vm-test-app")
-    with boot.Namespace(topology.network) as ns:
-        boots = [boot.start(ns, topology.nodes[name], topology, secrets, work / name, f"tap{i}")
-                 for i, name in enumerate(NODES)]
-        try:
-            started = time.monotonic()
-            with ThreadPoolExecutor(len(boots)) as pool:
-                results = list(pool.map(lambda b: boot.check_role(ns, b, key, topology.ssh_user), boots))
-            print(f"\nVM boot checks ({len(boots)} VMs at once, {time.monotonic() - started:.0f} s):")
-            for result in results:
-                print(json.dumps({"node": result.node, "role": result.role, **result.timings}))
-                print(result.seen.get("boot-profile", ""))
-            yield {r.role: r for r in results}
-        finally:
-            for b in boots:
-                b.stop()
-            for b in boots:
-                print(f"--- {b.node.name} console ({b.console}) ---\n{b.console_tail(15)}")
+    started = time.monotonic()
+    results, boots = boot.boot_tiers(work)
+    print(f"\nVM boot checks ({len(boots)} VMs at once, {time.monotonic() - started:.0f} s):")
+    for result in results:
+        print(json.dumps({"node": result.node, "role": result.role, **result.timings}))
+        print(result.seen.get("boot-profile", ""))
+    for b in boots:
+        print(f"--- {b.node.name} console ({b.console}) ---\n{b.console_tail(15)}")
+    return {r.role: r for r in results}
 
 
 def _assert_ok(result: boot.RoleCheck, work_hint: str) -> None:
