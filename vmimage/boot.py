@@ -282,6 +282,37 @@ def check_role(ns: Namespace, boot: Boot, key: Path, ssh_user: str = "root",
     return RoleCheck(node.name, node.role.value, boot.timings, seen, problems)
 
 
+def join_arbitrator(ns: Namespace, key: Path, ssh_user: str, db: tuple[RoleCheck, Boot],
+                    lb: tuple[RoleCheck, Boot], timeout_s: float = 120) -> None:
+    """The post-boot step `garbd-start`: the LB's garbd joins the DB node's one-node cluster.
+
+    Proves the LB image's mac-garbd unit and the EVS settings it shares with the data node:
+    db's wsrep_cluster_size must reach 2. Recorded in lb's check (timings or problems).
+    """
+    (db_check, db_boot), (lb_check, lb_boot) = db, lb
+    if "synced" not in db_check.timings:
+        lb_check.problems.append("garbd not tried: the DB node never became Synced")
+        return
+    sudo = "" if ssh_user == "root" else "sudo -n "
+    started = time.monotonic()
+    code, out = ssh(ns, key, f"{ssh_user}@{lb_boot.node.ip}",
+                    f"{sudo}systemctl enable --now mac-garbd.service", timeout_s)
+    if code:
+        lb_check.problems.append(f"mac-garbd did not start (exit {code}): {out}")
+        return
+
+    def size() -> bool:
+        _, out = ssh(ns, key, f"{ssh_user}@{db_boot.node.ip}",
+                     f"{sudo}mariadb -N -B -e \"SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'\"", 30)
+        lb_check.seen["wsrep_cluster_size"] = out
+        return out.split()[-1:] == ["2"]
+
+    if wait_for(lb_boot, "garbd_joined", size, timeout_s, every_s=2.0):
+        lb_check.timings["garbd_join_s"] = round(time.monotonic() - started, 1)
+    else:
+        lb_check.problems.append(f"garbd did not join: {lb_check.seen.get('wsrep_cluster_size')!r}")
+
+
 def boot_tiers(work: Path, images_dir: Path = DEFAULT_OUT, stack: str = STACK,
                nodes: Sequence[str] = NODES) -> tuple[list[RoleCheck], list[Boot]]:
     """Boot `nodes` of `stack` at once, each from its tier's image, check them, stop them.
@@ -302,6 +333,9 @@ def boot_tiers(work: Path, images_dir: Path = DEFAULT_OUT, stack: str = STACK,
                                    images_dir))
             with ThreadPoolExecutor(len(boots)) as pool:
                 checks = list(pool.map(lambda b: check_role(ns, b, key, topology.ssh_user), boots))
+            by_role = {Role(c.role): (c, b) for c, b in zip(checks, boots, strict=True)}
+            if Role.MYSQL in by_role and Role.LB in by_role:
+                join_arbitrator(ns, key, topology.ssh_user, by_role[Role.MYSQL], by_role[Role.LB])
         finally:
             for b in boots:
                 b.stop()

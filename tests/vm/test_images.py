@@ -6,7 +6,8 @@ checked from inside a network namespace the test makes (vmimage/boot.py): the st
 ICMP, sshd its banner, cloud-init finished cleanly, the role's units are as its cloud-config left
 them and its service answers (web: /health.php runs PHP and says 503, no DB; lb: HAProxy's stats
 list the web servers; mysql: clustercheck answers, and `mac-galera-start --first-deploy` founds a
-one-node cluster that clustercheck then reports Synced). Console logs stay in pytest's tmp dir.
+one-node cluster that clustercheck then reports Synced, and lb1's mac-garbd joins it: cluster size 2).
+Console logs stay in pytest's tmp dir.
 
 Without root the tests skip. Without images they skip too, unless MAC_VM_TESTS=required (.ci/run,
 which builds the images first): then they fail.
@@ -67,3 +68,5 @@ def test_tier_image_boots_and_serves_its_role(checks: dict[str, boot.RoleCheck],
         assert step in result.timings, result.timings
     if role == Role.MYSQL.value:
         assert "synced" in result.timings, result.seen
+    if role == Role.LB.value:
+        assert "garbd_joined" in result.timings, result.seen  # db1's wsrep_cluster_size reached 2
