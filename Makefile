@@ -2,8 +2,8 @@
 PY      ?= .venv/bin/python
 STACK   ?= lab
 
-.PHONY: setup packages engine-packages venv tools lint typecheck go-test test test-fast lab lab-down engine bench \
-	bench-engine validate preview
+.PHONY: setup packages engine-packages image-packages images venv tools lint typecheck go-test test \
+	test-fast lab lab-down engine bench bench-engine bench-images validate preview
 
 # Everything a fresh Debian machine needs: the daemons the lab runs (as root) and the venv.
 setup: packages venv
@@ -29,6 +29,18 @@ engine-packages:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(ENGINE_PACKAGES); \
 	else echo "not root: skipping Debian packages ($(ENGINE_PACKAGES))"; fi
+
+# Golden images per tier (root): Debian bookworm + the role's packages, one qcow2 with its kernel
+# and initrd per tier in .images/ (git-ignored; MAC_IMAGES_DIR elsewhere). Rebuilds only what
+# changed (a stamp per output hashes package lists + vmimage/build.py); cold ~3 min, no-op ~1 s.
+IMAGE_PACKAGES = mmdebstrap qemu-utils qemu-system-x86 cloud-image-utils genisoimage e2fsprogs
+image-packages:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(IMAGE_PACKAGES); \
+	else echo "not root: skipping Debian packages ($(IMAGE_PACKAGES))"; fi
+
+images: venv image-packages
+	nice $(PY) -m vmimage.build
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -86,6 +98,9 @@ preview: venv
 # and install the plugins into .engine/home at the versions the Python SDKs ask for.
 engine:
 	bash tools/engine/build.sh
+
+bench-images: venv
+	$(PY) bench/images.py
 
 bench: venv
 	$(PY) bench/failover.py
