@@ -36,8 +36,9 @@ from components.topology import Host, Node, WatchdogSettings  # noqa: E402
 from tests.netutil import free_port  # noqa: E402
 from watchdog.detect import Detector, Health, State  # noqa: E402
 from watchdog.fence import FenceResult  # noqa: E402
-from watchdog.probe import Kind, Prober, Target  # noqa: E402
+from watchdog.probe import Prober  # noqa: E402
 from watchdog.schedule import Sweeper  # noqa: E402
+from watchdog.target import Kind, Target, TargetKey  # noqa: E402
 
 DEFAULTS = WatchdogSettings()
 LATENCY_TARGETS = 40  # per mode
@@ -131,13 +132,14 @@ def pct(values: list[float], q: float) -> float:
 # 1 + 2: detection latency and false positives with the real probes and the real loop.
 # --------------------------------------------------------------------------------------------
 
-async def watch(targets: list[Target], settings: WatchdogSettings, until: float) -> dict[str, float]:
+async def watch(targets: list[Target], settings: WatchdogSettings,
+                until: float) -> dict[TargetKey, float]:
     """The probing as `run` does it (a round every interval, suspects re-probed every suspect
     interval in their own lanes); when each target first became failed."""
     detector = Detector(settings)
-    failed_at: dict[str, float] = {}
+    failed_at: dict[TargetKey, float] = {}
 
-    def changed(key: str, health: Health) -> None:
+    def changed(key: TargetKey, health: Health) -> None:
         if health.state is State.FAILED:
             failed_at.setdefault(key, time.time())
 
@@ -178,9 +180,9 @@ def detection_latency() -> dict[str, Any]:
     shutil.rmtree(switches.parent, ignore_errors=True)
     by_mode: dict[str, list[float]] = {"503": [], "hang": []}
     for addr, (at, mode) in turn.items():
-        if f"node:{addr}" in failed_at:
-            by_mode[mode].append(failed_at[f"node:{addr}"] - at)
-    false_positives = sum(1 for a in jitter if f"node:{a}" in failed_at)
+        if TargetKey.node(addr) in failed_at:
+            by_mode[mode].append(failed_at[TargetKey.node(addr)] - at)
+    false_positives = sum(1 for a in jitter if TargetKey.node(a) in failed_at)
     return {
         "detection_latency_503_s": {"p50": pct(by_mode["503"], 0.5), "p95": pct(by_mode["503"], 0.95),
                                     "max": pct(by_mode["503"], 1.0), "n": len(by_mode["503"]),
@@ -256,7 +258,7 @@ def detection_to_up() -> dict[str, Any]:
 
             def observe_and_time(results, observe=observe, wd=wd, detected=detected):  # type: ignore[no-untyped-def]
                 changed = observe(results)
-                keys = ("host:kvm1", "node:db1", "node:web1")
+                keys = (TargetKey.host("kvm1"), TargetKey.node("db1"), TargetKey.node("web1"))
                 if not detected and all(wd.detector.health.get(k) and
                                         wd.detector.health[k].state is State.FAILED for k in keys):
                     detected.append(time.time())

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from watchdog.reasons import Reason
+
 DEFAULT_ALERT_TIMEOUT_S = 5.0
 log = logging.getLogger(__name__)
 
@@ -24,12 +26,13 @@ class Alerter:
         self._client_factory = client_factory or (lambda: httpx.Client(timeout=timeout_s))
         self.sent: list[dict[str, Any]] = []
 
-    def alert(self, event: str, message: str, **details: Any) -> bool:
-        """Log the alert and POST it; True when the webhook accepted it (or none is configured)."""
-        payload = {"stack": self.stack, "event": event, "message": message, "time": time.time(),
-                   **details}
+    def alert(self, event: str, message: str, *, reason: Reason, **details: Any) -> bool:
+        """Log the alert and POST it; True when the webhook accepted it (or none is configured).
+        `reason` is the code a receiver routes and de-duplicates on; `message` is for people."""
+        payload = {"stack": self.stack, "event": event, "reason": reason.value, "message": message,
+                   "time": time.time(), **details}
         self.sent.append(payload)
-        log.warning("ALERT %s: %s", event, message)
+        log.warning("ALERT %s (%s): %s", event, reason.value, message)
         if not self.webhook_url:
             return True
         try:

@@ -20,9 +20,10 @@ from watchdog.errors import BadInput, RemediationRefused, WatchdogError
 from watchdog.journal import Journal
 from watchdog.jsonlog import JsonFormatter
 from watchdog.plan import Action, Plan, plan
-from watchdog.probe import Kind, Target, probe_once, targets
+from watchdog.probe import probe_once
 from watchdog.reclaim import list_domains, our_domains, reclaimed
 from watchdog.remediate import describe
+from watchdog.target import Kind, Target, targets
 from watchdog.watch import Context, Watchdog
 
 app = typer.Typer(
@@ -183,7 +184,8 @@ def status(
                                "spares": list(topology.spares),
                                "failedHosts": list(topology.failed_hosts),
                                "pendingRemediation": None if pending is None else {
-                                   "id": pending.id, "reason": pending.plan.reason,
+                                   "id": pending.id, "code": pending.plan.code.value,
+                                   "reason": pending.plan.reason,
                                    "nextStep": pending.next_step}}, indent=2))
     else:
         header = ("KIND", "NAME", "ROLE", "HOST", "ADDRESS", "STATE", "LATENCY", "ERROR")
@@ -217,7 +219,7 @@ def _failures_for(topology: Topology, names: list[str]) -> Failures:
 
 def _print_plan(p: Plan) -> None:
     typer.echo(f"action: {p.action.value}")
-    typer.echo(f"reason: {p.reason}")
+    typer.echo(f"reason: {p.reason} [{p.code}]")
     for m in p.moves:
         typer.echo(f"move:   {m.node}: {m.from_host} -> {m.to_host}")
     for n in p.replace:
@@ -225,7 +227,7 @@ def _print_plan(p: Plan) -> None:
     for line in describe(p):
         typer.echo(f"step:   {line}")
     for note in p.notes:
-        typer.echo(f"note:   {note}")
+        typer.echo(f"note:   {note.message} [{note.code}]")
 
 
 @app.command("plan")

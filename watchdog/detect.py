@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from types import MappingProxyType
 
 from components.topology import Topology, WatchdogSettings
-from watchdog.probe import Kind, ProbeResult, target_key
+from watchdog.reasons import Note, Reason
+from watchdog.target import ProbeResult, TargetKey
 
 # Timers may fire a hair early (asyncio wakes up within the clock resolution): a span this much
 # short of `fail_after_s` still counts, so timer granularity never costs a whole extra interval.
@@ -98,24 +100,37 @@ class Detector:
 
     def __init__(self, settings: WatchdogSettings) -> None:
         self.settings = settings
-        self.health: dict[str, Health] = {}
+        self._health: dict[TargetKey, Health] = {}
 
-    def observe(self, results: Iterable[ProbeResult]) -> list[str]:
+    @property
+    def health(self) -> Mapping[TargetKey, Health]:
+        """Read-only: change it through observe, reset and forget."""
+        return MappingProxyType(self._health)
+
+    def observe(self, results: Iterable[ProbeResult]) -> list[TargetKey]:
         """Feed results; the keys whose state changed."""
         changed = []
         for r in results:
-            old = self.health.get(r.key, Health())
+            old = self._health.get(r.key, Health())
             new = step(old, r.ok, r.at, self.settings, r.error, r.latency_s, asked_time(r))
-            self.health[r.key] = new
+            self._health[r.key] = new
             if new.state is not old.state:
                 changed.append(r.key)
         return changed
 
-    def forget_except(self, keys: Iterable[str]) -> None:
+    def reset(self, key: TargetKey) -> None:
+        """Judge `key` afresh from its next probe on (UNKNOWN): a node just replaced or moved."""
+        self._health[key] = Health()
+
+    def forget(self, keys: Iterable[TargetKey]) -> None:
+        """Drop what is known of `keys` (a node that moved is a new VM)."""
+        for key in keys:
+            self._health.pop(key, None)
+
+    def forget_except(self, keys: Iterable[TargetKey]) -> None:
         """Drop targets that are no longer in the topology (after a failover, say)."""
         keep = set(keys)
-        for key in [k for k in self.health if k not in keep]:
-            del self.health[key]
+        self.forget([k for k in self._health if k not in keep])
 
 
 @dataclass(frozen=True)
@@ -127,40 +142,42 @@ class Failures:
     isolated: bool = False  # too much failing at once: suspect our own network
     failing: int = 0  # targets whose last probe failed
     total: int = 0
-    notes: tuple[str, ...] = ()  # failures we deliberately do not act on, and why
+    notes: tuple[Note, ...] = ()  # failures we deliberately do not act on, and why
 
     @property
     def empty(self) -> bool:
         return not (self.hosts or self.nodes or self.isolated)
 
 
-def classify(topology: Topology, health: Mapping[str, Health],
+def classify(topology: Topology, health: Mapping[TargetKey, Health],
              settings: WatchdogSettings | None = None) -> Failures:
     """Decide what failed: host failure, node failure, or our own isolation."""
     settings = settings or topology.watchdog
-    host_keys = {h: target_key(Kind.HOST, h) for h in topology.live_hosts}
-    node_keys = {n: target_key(Kind.NODE, n) for n in topology.nodes}
+    host_keys = {h: TargetKey.host(h) for h in topology.live_hosts}
+    node_keys = {n: TargetKey.node(n) for n in topology.nodes}
     known = [k for k in (*host_keys.values(), *node_keys.values()) if k in health]
     failing = sum(1 for k in known if health[k].last_ok is False or health[k].state is State.FAILED)
     total = len(known)
     if total and failing / total > settings.max_unhealthy_share:
-        return Failures(isolated=True, failing=failing, total=total, notes=(
+        return Failures(isolated=True, failing=failing, total=total, notes=(Note(
+            Reason.ISOLATION_SUSPECTED,
             f"{failing} of {total} targets failing (more than {settings.max_unhealthy_share:.0%}): "
-            "suspecting the watchdog's own network; acting on nothing",))
+            "suspecting the watchdog's own network; acting on nothing"),))
 
-    def failed(key: str) -> bool:
-        return key in health and health[key].state is State.FAILED
+    def failed(key: TargetKey | None) -> bool:
+        return key is not None and key in health and health[key].state is State.FAILED
 
     hosts: list[str] = []
-    notes: list[str] = []
+    notes: list[Note] = []
     for host, key in host_keys.items():
         if not failed(key):
             continue
         on_it = topology.nodes_on(host)
         answering = [n.name for n in on_it if health.get(node_keys[n.name], Health()).last_ok]
         if answering:
-            notes.append(f"host {host} is unreachable but {', '.join(sorted(answering))} still "
-                         "answer: management network trouble? not acting on it")
+            notes.append(Note(Reason.MANAGEMENT_NETWORK_SUSPECTED,
+                              f"host {host} is unreachable but {', '.join(sorted(answering))} still "
+                              "answer: management network trouble? not acting on it", (host,)))
         elif all(failed(node_keys[n.name]) for n in on_it):
             hosts.append(host)
         # else: its nodes are failing but not failed yet; wait for them
@@ -171,14 +188,15 @@ def classify(topology: Topology, health: Mapping[str, Health],
         host = topology.nodes[name].host
         if host in hosts:
             continue
-        host_key = host_keys.get(host, "")
+        host_key = host_keys.get(host)
         if failed(host_key):
             if any(health.get(node_keys[n.name], Health()).last_ok for n in topology.nodes_on(host)):
-                notes.append(f"node {name} failed and its host {host} is unreachable while other "
-                             "nodes on it answer: not acting on it")
+                notes.append(Note(Reason.NODE_ON_UNREACHABLE_HOST,
+                                  f"node {name} failed and its host {host} is unreachable while "
+                                  "other nodes on it answer: not acting on it", (name,)))
             # else: the other nodes on it are failing but not failed yet; wait for them
             continue
-        if health.get(host_key, Health()).last_ok is False:
+        if host_key is not None and health.get(host_key, Health()).last_ok is False:
             # Its host is failing too, not failed yet (suspects are re-probed at their own pace:
             # a host whose probe hangs lags nodes that refuse at once). A host failure in the
             # making, not a node failure: wait until the host is failed, or answers again.

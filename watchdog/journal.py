@@ -20,6 +20,7 @@ from typing import Any
 from components.topology import parse_topology, to_config
 from watchdog.errors import JournalError
 from watchdog.plan import Action, History, Move, Plan, Remediation, Step
+from watchdog.reasons import Note, Reason
 
 JOURNAL_FILE = "journal.jsonl"
 # Test hook: "STEP:STATUS" (e.g. "write_config:done") makes the process SIGKILL itself right after
@@ -38,12 +39,14 @@ def plan_record(p: Plan) -> dict[str, Any]:
 def plan_from_record(record: dict[str, Any]) -> Plan:
     try:
         return Plan(
-            action=Action(record["action"]), reason=record["reason"],
+            action=Action(record["action"]), code=Reason(record.get("code", Reason.UNKNOWN)),
+            reason=record["reason"],
             topology=parse_topology(record["config"]),
             moves=tuple(Move(m["node"], m["from"], m["to"]) for m in record["moves"]),
             fence=tuple(record["fence"]), prune=tuple(record["prune"]),
             replace=tuple(record["replace"]), verify=tuple(record["verify"]),
-            steps=tuple(Step(s) for s in record["steps"]), notes=tuple(record.get("notes", ())))
+            steps=tuple(Step(s) for s in record["steps"]),
+            notes=tuple(Note.from_json(n) for n in record.get("notes", ())))
     except (KeyError, TypeError, ValueError) as err:
         raise JournalError(f"the journal holds a plan this watchdog cannot read ({err!r}); "
                            "move the journal aside after checking the cluster by hand") from None

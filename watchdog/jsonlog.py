@@ -3,9 +3,10 @@
 Every line has `ts` (epoch seconds), `level`, `logger` and `message`. Lines about the watchdog's
 decisions also carry `event` and that event's fields, passed as `extra=fields(EVENT, ...)`:
 - `health`: a target changed state (`target`, `state`, `error`);
-- `note`: a failure deliberately not acted on, e.g. isolation (`note`);
-- `decision`: what the loop decided (`action`, `reason`, `dry_run`, `failed_hosts`,
+- `note`: a failure deliberately not acted on, e.g. isolation (`code`, `note`, `about`);
+- `decision`: what the loop decided (`action`, `code`, `reason`, `dry_run`, `failed_hosts`,
   `failed_nodes`, `isolated`, `plan` as `mac-watchdog plan --json` prints it).
+`code` is a `watchdog.reasons.Reason` value: match on it, not on the message.
 """
 
 from __future__ import annotations

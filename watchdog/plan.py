@@ -14,6 +14,7 @@ from typing import Any
 
 from components.topology import FENCE_NONE, Topology, validate
 from watchdog.detect import Failures
+from watchdog.reasons import Note, Reason
 
 HOUR_S = 3600.0
 # Replacements of one node within this window count towards escalating it to a move.
@@ -80,7 +81,8 @@ class History:
 @dataclass(frozen=True)
 class Plan:
     action: Action
-    reason: str
+    code: Reason  # why, for machines
+    reason: str  # why, for people
     topology: Topology  # the cluster after the plan (the current one when nothing changes)
     moves: tuple[Move, ...] = ()
     fence: tuple[str, ...] = ()  # hosts to power off first
@@ -88,18 +90,19 @@ class Plan:
     replace: tuple[str, ...] = ()  # nodes whose domain is replaced in place
     verify: tuple[str, ...] = ()  # nodes that must turn healthy afterwards
     steps: tuple[Step, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[Note, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         t = self.topology
         return {
             "action": self.action.value,
+            "code": self.code.value,
             "reason": self.reason,
             "moves": [m.to_json() for m in self.moves],
             "replace": list(self.replace),
             "fence": list(self.fence),
             "steps": [s.value for s in self.steps],
-            "notes": list(self.notes),
+            "notes": [n.to_json() for n in self.notes],
             "topology": topology_json(t),
         }
 
@@ -122,44 +125,46 @@ def plan(topology: Topology, failures: Failures, history: History | None = None,
     history = history or History()
     notes = failures.notes
 
-    def refuse(reason: str) -> Plan:
-        return Plan(Action.REFUSE, reason, topology, notes=notes)
+    def refuse(code: Reason, reason: str) -> Plan:
+        return Plan(Action.REFUSE, code, reason, topology, notes=notes)
 
     if failures.isolated:
-        return refuse(notes[0] if notes else "isolation suspected; acting on nothing")
+        return refuse(Reason.ISOLATION_SUSPECTED,
+                      notes[0].message if notes else "isolation suspected; acting on nothing")
     unknown = [h for h in failures.hosts if h not in topology.hosts]
     unknown += [n for n in failures.nodes if n not in topology.nodes]
     if unknown:
-        return refuse(f"unknown host or node: {', '.join(unknown)}")
+        return refuse(Reason.UNKNOWN_TARGET, f"unknown host or node: {', '.join(unknown)}")
     already = [h for h in failures.hosts if h in topology.failed_hosts]
     if already:
-        return refuse(f"{', '.join(already)} already in mac:failedHosts; nothing runs there")
+        return refuse(Reason.ALREADY_FAILED,
+                      f"{', '.join(already)} already in mac:failedHosts; nothing runs there")
     dead_idle = [h for h in failures.hosts if not topology.nodes_on(h)]
     dead_busy = [h for h in failures.hosts if topology.nodes_on(h)]
     if not dead_busy and not failures.nodes:
         if not dead_idle:
-            return Plan(Action.NONE, "nothing failed", topology, notes=notes)
+            return Plan(Action.NONE, Reason.NOTHING_FAILED, "nothing failed", topology, notes=notes)
         return _drop_idle(topology, dead_idle, notes)
 
     if not manual:
         guard = _guard(topology, history, now)
         if guard:
-            return refuse(guard)
+            return refuse(*guard)
     if dead_busy:
         return _failover_hosts(topology, dead_busy, dead_idle, notes)
     return _heal_nodes(topology, failures.nodes, dead_idle, history, now, notes)
 
 
-def _guard(topology: Topology, history: History, now: float) -> str | None:
+def _guard(topology: Topology, history: History, now: float) -> tuple[Reason, str] | None:
     s = topology.watchdog
     last = history.last_at()
     if last is not None and now - last < s.cooldown_s:
         wait = s.cooldown_s - (now - last)
-        return (f"in cooldown: the last remediation started {now - last:.0f} s ago "
+        return (Reason.COOLDOWN, f"in cooldown: the last remediation started {now - last:.0f} s ago "
                 f"(mac:watchdog.cooldown {s.cooldown_s:g} s); next possible in {wait:.0f} s")
     done = history.count_since(now - HOUR_S)
     if done >= s.remediations_per_hour:
-        return (f"over budget: {done} remediations in the last hour "
+        return (Reason.OVER_BUDGET, f"over budget: {done} remediations in the last hour "
                 f"(mac:watchdog.remediationsPerHour {s.remediations_per_hour})")
     return None
 
@@ -175,17 +180,17 @@ def _checked(plan_: Plan, original: Topology) -> Plan:
     """The plan, or a refusal (keeping `original`) when its topology breaks a rule of the model."""
     problems = validate(plan_.topology)
     if problems:
-        return Plan(Action.REFUSE, f"the new topology would break a rule: {problems[0]}",
+        return Plan(Action.REFUSE, Reason.RULE_BROKEN, f"the new topology would break a rule: {problems[0]}",
                     original, notes=plan_.notes)
     return plan_
 
 
-def _drop_idle(topology: Topology, hosts: list[str], notes: tuple[str, ...]) -> Plan:
+def _drop_idle(topology: Topology, hosts: list[str], notes: tuple[Note, ...]) -> Plan:
     new = _retire(topology, hosts)
     what = ", ".join(hosts)
     return _checked(Plan(
-        Action.NONE, f"{what} failed while running no node: dropped from mac:spares and recorded in "
-        "mac:failedHosts (no deploy needed)", new, prune=tuple(hosts),
+        Action.NONE, Reason.IDLE_HOST_FAILED, f"{what} failed while running no node: dropped from "
+        "mac:spares and recorded in mac:failedHosts (no deploy needed)", new, prune=tuple(hosts),
         steps=(Step.PRUNE_STATE, Step.WRITE_CONFIG), notes=notes), topology)
 
 
@@ -205,12 +210,13 @@ def _spares_free(topology: Topology, exclude: Iterable[str]) -> list[str]:
 
 
 def _failover_hosts(topology: Topology, busy: list[str], idle: list[str],
-                    notes: tuple[str, ...]) -> Plan:
+                    notes: tuple[Note, ...]) -> Plan:
     for host in busy:
         fence = topology.hosts[host].fence
         if fence is None:
-            return Plan(Action.REFUSE, f"host {host} has no fence command: set mac:hosts.{host}.fence "
-                        f"to a power-off command, or to '{FENCE_NONE}' to accept the risk explicitly",
+            return Plan(Action.REFUSE, Reason.NO_FENCE_COMMAND,
+                        f"host {host} has no fence command: set mac:hosts.{host}.fence to a "
+                        f"power-off command, or to '{FENCE_NONE}' to accept the risk explicitly",
                         topology, notes=notes)
     new = _retire(topology, [*busy, *idle])
     moves: list[Move] = []
@@ -226,20 +232,21 @@ def _failover_hosts(topology: Topology, busy: list[str], idle: list[str],
         else:
             free = _spares_free(topology, [*busy, *idle, *used])
             why = f"spares left: {', '.join(free)}, none keeps the rules" if free else "no spare left"
-            return Plan(Action.REFUSE, f"no spare fits the nodes of {host} ({', '.join(names)}): {why}",
+            return Plan(Action.REFUSE, Reason.NO_SPARE,
+                        f"no spare fits the nodes of {host} ({', '.join(names)}): {why}",
                         topology, notes=notes)
     verify = tuple(m.node for m in moves)
     reason = "; ".join(f"host {h} failed: move {', '.join(m.node for m in moves if m.from_host == h)} "
                        f"to {next(m.to_host for m in moves if m.from_host == h)}" for h in busy)
     return _checked(Plan(
-        Action.FAILOVER, reason, new, moves=tuple(moves),
+        Action.FAILOVER, Reason.HOST_FAILED, reason, new, moves=tuple(moves),
         fence=tuple(busy),
         prune=tuple([*busy, *idle]), verify=verify,
         steps=(Step.FENCE, Step.PRUNE_STATE, Step.WRITE_CONFIG, Step.UP, Step.VERIFY), notes=notes), topology)
 
 
 def _heal_nodes(topology: Topology, nodes: tuple[str, ...], idle: list[str], history: History,
-                now: float, notes: tuple[str, ...]) -> Plan:
+                now: float, notes: tuple[Note, ...]) -> Plan:
     limit = topology.watchdog.replace_attempts
     escalate = [n for n in nodes if history.replacements(n, now - ATTEMPT_WINDOW_S) >= limit]
     in_place = tuple(n for n in nodes if n not in escalate)
@@ -257,15 +264,17 @@ def _heal_nodes(topology: Topology, nodes: tuple[str, ...], idle: list[str], his
                 moves.append(Move(name, node.host, spare))
                 break
         else:
-            return Plan(Action.REFUSE, f"node {name} failed {limit} in-place replacements and no "
-                        "spare fits it", topology, notes=notes)
+            return Plan(Action.REFUSE, Reason.NO_SPARE,
+                        f"node {name} failed {limit} in-place replacements and no spare fits it",
+                        topology, notes=notes)
     if moves:
         reason = "; ".join(f"node {m.node} still failing after {limit} replacements: move it from "
                            f"{m.from_host} to {m.to_host}" for m in moves)
         if in_place:
             reason += f"; replace {', '.join(in_place)} in place"
         return _checked(Plan(
-            Action.FAILOVER, reason, new, moves=tuple(moves), replace=in_place,
+            Action.FAILOVER, Reason.NODE_KEEPS_FAILING, reason, new, moves=tuple(moves),
+            replace=in_place,
             prune=tuple(idle), verify=tuple(sorted(nodes)),
             steps=((Step.PRUNE_STATE,) if idle else ()) + (Step.WRITE_CONFIG, Step.UP, Step.VERIFY),
             notes=notes), topology)
@@ -273,5 +282,5 @@ def _heal_nodes(topology: Topology, nodes: tuple[str, ...], idle: list[str], his
     reason = "; ".join(f"node {n} failed on reachable host {topology.nodes[n].host}: replace it in "
                        f"place (attempt {attempts[n]} of {limit})" for n in in_place)
     steps = (Step.PRUNE_STATE, Step.WRITE_CONFIG) if idle else ()
-    return _checked(Plan(Action.REPLACE, reason, new, replace=in_place, prune=tuple(idle),
+    return _checked(Plan(Action.REPLACE, Reason.NODE_FAILED, reason, new, replace=in_place, prune=tuple(idle),
                          verify=in_place, steps=(*steps, Step.UP, Step.VERIFY), notes=notes), topology)

@@ -11,14 +11,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Literal
 
 import httpx
 
-from components.topology import SSH_PORT, Node, Topology
 from watchdog.http1 import Connection, HttpError
+from watchdog.target import Kind, ProbeResult, Target, TargetKey
 
 DEFAULT_CONCURRENCY = 64
 # Re-probes of suspect targets, on slots of their own: as many as the rounds have, so a burst of
@@ -26,53 +24,6 @@ DEFAULT_CONCURRENCY = 64
 DEFAULT_FAST_CONCURRENCY = DEFAULT_CONCURRENCY
 Backend = Literal["native", "httpx"]
 Clock = Callable[[], float]
-
-
-class Kind(StrEnum):
-    HOST = "host"
-    NODE = "node"
-
-
-@dataclass(frozen=True)
-class Target:
-    """One thing to probe: a node's health URL or a host's management address."""
-
-    kind: Kind
-    name: str
-    address: str  # a URL for a node, HOST:PORT for a host
-    role: str = ""  # the node's role; "host" for hosts
-
-    @property
-    def key(self) -> str:
-        return target_key(self.kind, self.name)
-
-
-def target_key(kind: Kind | str, name: str) -> str:
-    return f"{kind}:{name}"
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    key: str
-    ok: bool
-    latency_s: float
-    error: str | None
-    at: float  # clock reading when the probe finished
-    asked_at: float | None = None  # when the round asked for it (before waiting for a slot)
-
-
-def targets(
-    topology: Topology,
-    url_for: Callable[[Node], str] | None = None,
-    ssh_port: int = SSH_PORT,
-) -> list[Target]:
-    """Every node, and every host the program manages (active hosts and spares, not failed ones)."""
-    url = url_for or topology.health_url
-    found = [Target(Kind.HOST, name, f"{topology.hosts[name].address}:{ssh_port}", "host")
-             for name in topology.live_hosts]
-    found += [Target(Kind.NODE, node.name, url(node), node.role.value)
-              for node in sorted(topology.nodes.values(), key=lambda n: n.name)]
-    return found
 
 
 def _describe(err: BaseException) -> str:
@@ -109,7 +60,7 @@ class Prober:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._fast_semaphore = asyncio.Semaphore(fast_concurrency)
         self._client: httpx.AsyncClient | None = None
-        self._connections: dict[str, Connection] = {}
+        self._connections: dict[TargetKey, Connection] = {}
         self._concurrency = concurrency + fast_concurrency  # both lanes, for the httpx pool
 
     async def __aenter__(self) -> Prober:
@@ -165,7 +116,7 @@ class Prober:
             end = self.clock()
             return ProbeResult(target.key, ok, end - start, error, end, asked)
 
-    async def _http(self, key: str, url: str) -> int:
+    async def _http(self, key: TargetKey, url: str) -> int:
         if self.backend == "httpx":
             if self._client is None:
                 raise RuntimeError("use Prober inside `async with`")
@@ -176,7 +127,7 @@ class Prober:
             connection = self._connections[key] = Connection(url)
         return await connection.get()
 
-    def _drop(self, key: str) -> None:
+    def _drop(self, key: TargetKey) -> None:
         """Forget a connection left in an unknown state by an error or a timeout."""
         connection = self._connections.pop(key, None)
         if connection is not None:

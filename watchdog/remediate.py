@@ -29,6 +29,7 @@ from watchdog.fence import DEFAULT_FENCE_TIMEOUT_S, FenceResult, fence
 from watchdog.journal import DONE, FAILED, STARTED, Journal
 from watchdog.lock import RemediationLock
 from watchdog.plan import Plan, Step
+from watchdog.reasons import Reason
 from watchdog.state import domain_urns, prune_hosts
 
 log = logging.getLogger(__name__)
@@ -157,18 +158,20 @@ class Remediator:
             except VerifyFailed as err:
                 self.journal.step(rid, step, FAILED, error=str(err))
                 self.journal.finish(rid, "verify_failed", error=str(err))
-                self.alerter.alert("verify_failed", str(err), remediation=rid)
+                self.alerter.alert("verify_failed", str(err), reason=Reason.VERIFY_FAILED, remediation=rid)
                 raise
             except WatchdogError as err:
                 self.journal.step(rid, step, FAILED, error=str(err))
                 self.alerter.alert("remediation_failed",
                                    f"step {step.value} failed: {err}; the remediation stays open "
-                                   "and is resumed at this step", remediation=rid)
+                                   "and is resumed at this step", reason=Reason.REMEDIATION_FAILED,
+                                   remediation=rid)
                 raise
             self.journal.step(rid, step, DONE, **detail)
             ran.append(step)
         self.journal.finish(rid, "ok")
-        self.alerter.alert("remediated", p.reason, remediation=rid, action=p.action.value)
+        self.alerter.alert("remediated", p.reason, reason=p.code, remediation=rid,
+                           action=p.action.value)
         return Outcome(rid, p, resumed, tuple(ran))
 
     def _do(self, rid: str, step: Step, p: Plan) -> dict[str, Any]:
@@ -217,6 +220,6 @@ class Remediator:
                 delay = backoff_delay(attempt, self.backoff_s)
                 self.journal.step(rid, Step.UP, FAILED, error=str(err), attempt=attempt)
                 self.alerter.alert("up_failed", f"{err}; the written change is kept, retrying in "
-                                   f"{delay:g} s", remediation=rid)
+                                   f"{delay:g} s", reason=Reason.UP_FAILED, remediation=rid)
                 self.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 
 from components.topology import WatchdogSettings
 from watchdog.detect import Detector, Health, State, asked_time, reprobe_at
-from watchdog.probe import Prober, ProbeResult, Target
+from watchdog.probe import Prober
+from watchdog.target import ProbeResult, Target, TargetKey
 
-OnChange = Callable[[str, Health], None]
+OnChange = Callable[[TargetKey, Health], None]
 
 
 class Sweeper:
@@ -35,12 +36,12 @@ class Sweeper:
         self.detector = detector
         self.settings = settings
         self.on_change: OnChange = on_change or (lambda key, health: None)
-        self._targets: dict[str, Target] = {}
-        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._targets: dict[TargetKey, Target] = {}
+        self._lanes: dict[TargetKey, asyncio.Task[None]] = {}
         self._failed_in_lane = asyncio.Event()
 
     @property
-    def in_lanes(self) -> frozenset[str]:
+    def in_lanes(self) -> frozenset[TargetKey]:
         """The keys of the targets being re-probed out of turn."""
         return frozenset(self._lanes)
 
@@ -89,7 +90,7 @@ class Sweeper:
                 self._lanes[result.key] = asyncio.create_task(self._lane(result.key, due))
         return health
 
-    async def _lane(self, key: str, due: float) -> None:
+    async def _lane(self, key: TargetKey, due: float) -> None:
         """Re-probe one suspect target every suspect interval (from when each probe was asked
         for) until the detector holds it failed or healthy, or it leaves the topology."""
         try:

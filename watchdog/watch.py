@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +26,11 @@ from watchdog.fence import DEFAULT_FENCE_TIMEOUT_S, fence
 from watchdog.journal import Journal
 from watchdog.jsonlog import fields
 from watchdog.plan import Action, Plan, plan
-from watchdog.probe import Kind, Prober, ProbeResult, target_key, targets
+from watchdog.probe import Prober
+from watchdog.reasons import Reason
 from watchdog.remediate import Fencer, Outcome, Remediator, StateBackend, backoff_delay, describe
 from watchdog.schedule import Sweeper
+from watchdog.target import ProbeResult, TargetKey, targets
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Context:
         return asyncio.run(self._verify(topology, nodes, timeout_s))
 
     async def _verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
-        wanted = {target_key(Kind.NODE, n) for n in nodes}
+        wanted = {TargetKey.node(n) for n in nodes}
         items = [t for t in targets(topology, self.url_for, self.ssh_port) if t.key in wanted]
         settings = topology.watchdog
         deadline = time.monotonic() + timeout_s
@@ -106,6 +107,14 @@ class Context:
             return await prober.probe_all(targets(topology, self.url_for, self.ssh_port))
 
 
+VerdictKey = tuple[Reason, tuple[str, ...], tuple[str, ...]]
+
+
+def _verdict_key(p: Plan, failures: Failures) -> VerdictKey:
+    """What makes two verdicts the same one: the code and the failed set, never the wording."""
+    return (p.code, failures.hosts, failures.nodes)
+
+
 class Watchdog:
     """The `run` loop for one stack."""
 
@@ -115,8 +124,8 @@ class Watchdog:
         self.topology = ctx.topology()
         self.detector = Detector(self.topology.watchdog)
         self._task: asyncio.Task[Outcome | None] | None = None
-        self._last_refusal: str | None = None
-        self._said: set[str] = set()
+        self._last_refusal: VerdictKey | None = None
+        self._said: set[Hashable] = set()
         self.outcomes: list[Outcome] = []
         self.errors: list[WatchdogError] = []
         self._background: set[asyncio.Task[bool]] = set()
@@ -163,9 +172,9 @@ class Watchdog:
             log.error("%s (remediations will fail until this is fixed)", err)
 
     @staticmethod
-    def _log_change(key: str, h: Health) -> None:
+    def _log_change(key: TargetKey, h: Health) -> None:
         log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "",
-                 extra=fields("health", target=key, state=h.state.value, error=h.last_error))
+                 extra=fields("health", target=str(key), state=h.state.value, error=h.last_error))
 
     async def tick(self, sweeper: Sweeper) -> None:
         """One round of probes (suspects in fast lanes are left to them), then decide."""
@@ -178,48 +187,53 @@ class Watchdog:
             return
         failures = classify(self.topology, self.detector.health)
         for note in failures.notes:
-            self._say(note, fields("note", note=note))
+            self._say(note.key, note.message,
+                      fields("note", note=note.message, code=note.code.value, about=list(note.about)))
         if failures.empty:
             self._last_refusal = None
             return
         p = plan(self.topology, failures, self.ctx.journal.history(), self.ctx.clock())
         await self._handle(p, failures)
 
-    def _say(self, message: str, extra: dict[str, object] | None = None) -> None:
-        if message not in self._said:
-            self._said.add(message)
-            log.warning("%s", message, extra=extra)
+    def _say(self, key: Hashable, message: str, extra: dict[str, object] | None = None) -> bool:
+        """Log `message` once per `key` (a reason code and what it is about); True if logged."""
+        if key in self._said:
+            return False
+        self._said.add(key)
+        log.warning("%s", message, extra=extra)
+        return True
 
     def _decision(self, p: Plan, failures: Failures) -> None:
         """One line per decision the loop acts on (or, dry, would act on), with the whole plan."""
         log.info("decision: %s: %s", p.action.value, p.reason, extra=fields(
-            "decision", action=p.action.value, reason=p.reason, dry_run=self.dry_run,
+            "decision", action=p.action.value, code=p.code.value, reason=p.reason, dry_run=self.dry_run,
             failed_hosts=list(failures.hosts), failed_nodes=list(failures.nodes),
             isolated=failures.isolated, plan=p.to_json()))
 
-    def _alert(self, event: str, message: str, **details: object) -> None:
+    def _alert(self, event: str, message: str, reason: Reason, **details: object) -> None:
         """Alert from a worker thread: a slow webhook must not stall the probes."""
         alerter = self.ctx.alerts(self.topology)
-        task = asyncio.create_task(asyncio.to_thread(alerter.alert, event, message, **details))
+        task = asyncio.create_task(asyncio.to_thread(alerter.alert, event, message, reason=reason,
+                                                     **details))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _handle(self, p: Plan, failures: Failures) -> None:
         if p.action is Action.REFUSE:
-            # One alert per kind of refusal: "cooldown ... 4 s ago" and "... 5 s ago" are one.
-            kind = re.sub(r"\d+", "#", p.reason)
-            if kind != self._last_refusal:
-                self._last_refusal = kind
+            # One alert per refusal code and failed set: "cooldown ... 4 s ago" and "5 s ago" are one.
+            key = _verdict_key(p, failures)
+            if key != self._last_refusal:
+                self._last_refusal = key
                 self._decision(p, failures)
-                self._alert("refused", p.reason)
+                self._alert("refused", p.reason, reason=p.code)
             return
         if not p.steps:
             return
         if self.dry_run:
-            message = f"dry-run: {p.reason}; would: " + "; ".join(describe(p))
-            if message not in self._said:
+            key = _verdict_key(p, failures)
+            if key not in self._said:
                 self._decision(p, failures)
-            self._say(message)
+            self._say(key, f"dry-run: {p.reason}; would: " + "; ".join(describe(p)))
             return
         current = await asyncio.to_thread(self.ctx.topology)
         if current != self.topology:
@@ -246,7 +260,7 @@ class Watchdog:
                        f"{pending.failures} failed attempts at step {pending.next_step}; "
                        "planning afresh from the stack file")
             self.ctx.journal.finish(pending.id, "abandoned", failures=pending.failures)
-            self._alert("abandoned", message, remediation=pending.id)
+            self._alert("abandoned", message, Reason.ABANDONED, remediation=pending.id)
             self._adopt(self.ctx.topology())
             return False
         if pending.last_failure_at is not None:
@@ -261,10 +275,8 @@ class Watchdog:
         """Watch `topology` from now on; a node that moved is a new VM, judged afresh."""
         old, self.topology = self.topology, topology
         self.detector.forget_except(t.key for t in targets(topology, self.ctx.url_for, self.ctx.ssh_port))
-        for name, node in topology.nodes.items():
-            before = old.nodes.get(name)
-            if before is None or before.host != node.host:
-                self.detector.health.pop(target_key(Kind.NODE, name), None)
+        self.detector.forget(TargetKey.node(name) for name, node in topology.nodes.items()
+                             if name not in old.nodes or old.nodes[name].host != node.host)
 
     async def _finish_task(self) -> None:
         task, self._task = self._task, None
@@ -280,4 +292,4 @@ class Watchdog:
         if outcome is not None:
             self.outcomes.append(outcome)
             for node in (*outcome.plan.verify, *outcome.plan.replace):
-                self.detector.health[target_key(Kind.NODE, node)] = Health()
+                self.detector.reset(TargetKey.node(node))

@@ -180,6 +180,7 @@ def test_lab_stack_without_fence_refuses_the_move() -> None:
                          cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 1, out.stdout + out.stderr
     assert json.loads(out.stdout)["action"] == "refuse"
+    assert json.loads(out.stdout)["code"] == "no_fence_command"
     assert "no fence command" in json.loads(out.stdout)["reason"]
 
 
@@ -225,8 +226,8 @@ def test_isolation_refuses_to_act(healthy_lab: Lab, project: Path, tmp_path: Pat
             healthy_lab.end_isolation()
     print(f"isolation: {decision['message']}")
     assert decision["action"] == "refuse" and decision["isolated"] is True, decision
-    assert "own network" in decision["reason"]
-    assert any("own network" in e["note"] for e in run.of("note"))
+    assert "own network" in decision["reason"] and decision["code"] == "isolation_suspected"
+    assert any(e["code"] == "isolation_suspected" and "own network" in e["note"] for e in run.of("note"))
     assert len(failed) == len(healthy_lab.topology.hosts) + len(healthy_lab.topology.nodes)
     assert [d["action"] for d in decisions] == ["refuse"]
     assert_changed_nothing(project, before, run, standin)

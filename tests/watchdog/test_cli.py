@@ -28,19 +28,20 @@ def invoke(project: Path, *args: str, stack: str = "test", input: str | None = N
     return result
 
 
-@pytest.mark.parametrize(("fail", "code", "action"), [
-    (["kvm1"], 0, "failover"),
-    (["web2"], 0, "replace"),
-    (["spare1"], 0, "none"),
-    (["kvm1", "kvm2"], 1, "refuse"),
+@pytest.mark.parametrize(("fail", "code", "action", "reason"), [
+    (["kvm1"], 0, "failover", "host_failed"),
+    (["web2"], 0, "replace", "node_failed"),
+    (["spare1"], 0, "none", "idle_host_failed"),
+    (["kvm1", "kvm2"], 1, "refuse", "no_spare"),
 ])
-def test_plan_exit_codes_and_json(project: Path, fail: list[str], code: int, action: str) -> None:
+def test_plan_exit_codes_and_json(project: Path, fail: list[str], code: int, action: str,
+                                  reason: str) -> None:
     args = ["plan", "--json"] + [x for f in fail for x in ("--fail", f)]
     result = invoke(project, *args)
     assert result.exit_code == code
     out = json.loads(result.stdout)
-    assert out["action"] == action
-    assert set(out) >= {"action", "reason", "moves", "topology"}
+    assert (out["action"], out["code"]) == (action, reason)
+    assert set(out) >= {"action", "code", "reason", "moves", "topology"}
     assert set(out["topology"]) >= {"hosts", "spares", "nodes"}
 
 

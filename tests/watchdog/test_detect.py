@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from components.topology import Topology, WatchdogSettings
 from watchdog.detect import SPAN_SLACK_S, Detector, Health, State, classify, step
-from watchdog.probe import ProbeResult
+from watchdog.reasons import Reason
+from watchdog.target import ProbeResult, TargetKey
 
+nk, hk = TargetKey.node, TargetKey.host
 S = WatchdogSettings(interval_s=1.0, fail_threshold=3, fail_after_s=2.0, recover_threshold=3,
                      max_unhealthy_share=0.5)
 
@@ -58,25 +60,26 @@ def test_span_runs_from_the_first_probe_start_to_the_last_probe_end() -> None:
 def test_span_counts_from_when_the_probe_was_asked_for() -> None:
     """A first probe that waited 0.7 s for a concurrency slot still started the clock on time."""
     d = Detector(S)
-    d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 10.71, asked_at=10.0)])
-    d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 11.01, asked_at=11.0)])
-    d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 12.01, asked_at=12.0)])
-    assert d.health["node:a"].state is F
+    d.observe([ProbeResult(nk("a"), False, 0.01, "HTTP 503", 10.71, asked_at=10.0)])
+    d.observe([ProbeResult(nk("a"), False, 0.01, "HTTP 503", 11.01, asked_at=11.0)])
+    d.observe([ProbeResult(nk("a"), False, 0.01, "HTTP 503", 12.01, asked_at=12.0)])
+    assert d.health[nk("a")].state is F
 
 
 def test_detector_reports_changes_and_keeps_errors() -> None:
     d = Detector(S)
-    changed = d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 0.0)])
-    assert changed == ["node:a"]
-    assert d.health["node:a"].last_error == "HTTP 503"
-    assert d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 1.0)]) == []
-    assert d.observe([ProbeResult("node:a", False, 0.01, "HTTP 503", 2.0)]) == ["node:a"]
-    assert d.health["node:a"].state is F
+    changed = d.observe([ProbeResult(nk("a"), False, 0.01, "HTTP 503", 0.0)])
+    assert changed == [nk("a")]
+    assert d.health[nk("a")].last_error == "HTTP 503"
+    assert d.observe([ProbeResult(nk("a"), False, 0.01, "HTTP 503", 1.0)]) == []
+    assert d.observe([ProbeResult(nk("a"), False, 0.01, "HTTP 503", 2.0)]) == [nk("a")]
+    assert d.health[nk("a")].state is F
 
 
-def _health(topology: Topology, failed: Set[str], failing: Set[str] = frozenset()) -> dict[str, Health]:
+def _health(topology: Topology, failed: Set[TargetKey],
+            failing: Set[TargetKey] = frozenset()) -> dict[TargetKey, Health]:
     out = {}
-    keys = [f"host:{h}" for h in topology.live_hosts] + [f"node:{n}" for n in topology.nodes]
+    keys = [hk(h) for h in topology.live_hosts] + [nk(n) for n in topology.nodes]
     for k in keys:
         if k in failed:
             out[k] = Health(state=F, failures=3, last_ok=False)
@@ -88,38 +91,40 @@ def _health(topology: Topology, failed: Set[str], failing: Set[str] = frozenset(
 
 
 def test_classify_host_failure(topology: Topology) -> None:
-    f = classify(topology, _health(topology, {"host:kvm1", "node:db1", "node:web1"}))
+    f = classify(topology, _health(topology, {hk("kvm1"), nk("db1"), nk("web1")}))
     assert (f.hosts, f.nodes, f.isolated) == (("kvm1",), (), False)
 
 
 def test_classify_node_failure_on_reachable_host(topology: Topology) -> None:
-    f = classify(topology, _health(topology, {"node:web2"}))
+    f = classify(topology, _health(topology, {nk("web2")}))
     assert (f.hosts, f.nodes) == ((), ("web2",))
 
 
 def test_classify_host_unreachable_but_nodes_answer_is_not_acted_on(topology: Topology) -> None:
-    f = classify(topology, _health(topology, {"host:kvm1", "node:db1"}))
+    f = classify(topology, _health(topology, {hk("kvm1"), nk("db1")}))
     assert f.empty
-    assert any("web1 still answer" in n for n in f.notes)
+    assert [(n.code, n.about) for n in f.notes] == [(Reason.MANAGEMENT_NETWORK_SUSPECTED, ("kvm1",)),
+                                                    (Reason.NODE_ON_UNREACHABLE_HOST, ("db1",))]
+    assert "web1 still answer" in f.notes[0].message
 
 
 def test_classify_waits_while_the_nodes_of_a_dead_host_are_only_failing(topology: Topology) -> None:
-    f = classify(topology, _health(topology, {"host:kvm1"}, {"node:db1", "node:web1"}))
+    f = classify(topology, _health(topology, {hk("kvm1")}, {nk("db1"), nk("web1")}))
     assert f.empty and f.notes == ()
 
 
 def test_classify_failed_spare_is_a_host_failure(topology: Topology) -> None:
-    assert classify(topology, _health(topology, {"host:spare1"})).hosts == ("spare1",)
+    assert classify(topology, _health(topology, {hk("spare1")})).hosts == ("spare1",)
 
 
 def test_classify_isolation_when_more_than_the_share_fails(topology: Topology) -> None:
     # 9 targets, share 0.5: 5 failing (confirmed or just failing) means "our network".
-    health = _health(topology, {"host:kvm1", "node:db1", "node:web1"}, {"host:kvm2", "node:db2"})
+    health = _health(topology, {hk("kvm1"), nk("db1"), nk("web1")}, {hk("kvm2"), nk("db2")})
     f = classify(topology, health)
     assert f.isolated and not f.hosts and not f.nodes
-    assert "acting on nothing" in f.notes[0]
+    assert f.notes[0].code is Reason.ISOLATION_SUSPECTED and "acting on nothing" in f.notes[0].message
     # 4 of 9 is not isolation
-    health = _health(topology, {"host:kvm1", "node:db1", "node:web1"}, {"node:db2"})
+    health = _health(topology, {hk("kvm1"), nk("db1"), nk("web1")}, {nk("db2")})
     assert not classify(topology, health).isolated
 
 
@@ -139,3 +144,25 @@ def test_property_failed_only_after_n_failures_spanning_t(outcomes: list[bool], 
             assert not ok and h.failures >= n and i - (run_start or 0) >= t - SPAN_SLACK_S
         if before is F and h.state is H:
             assert h.successes >= m
+
+
+def test_the_pure_core_loads_no_io_client() -> None:
+    """detect and plan read targets and results without loading httpx or the HTTP client."""
+    import subprocess
+    import sys
+    code = ("import sys, watchdog.detect, watchdog.plan; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'ruamel', 'pulumi')"
+            " or m in ('watchdog.probe', 'watchdog.http1')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_detector_reset_and_forget() -> None:
+    d = Detector(S)
+    d.observe([ProbeResult(nk("a"), False, 0.01, "HTTP 503", 0.0),
+               ProbeResult(hk("h"), True, 0.01, None, 0.0)])
+    d.reset(nk("a"))
+    assert d.health[nk("a")] == Health()
+    d.forget([nk("a")])
+    assert set(d.health) == {hk("h")}
+    assert str(hk("h")) == "host:h"

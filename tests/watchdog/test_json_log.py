@@ -56,6 +56,7 @@ def test_run_dry_run_logs_one_decision_record_with_the_plan(
     assert len(decisions) == 1
     [d] = decisions
     assert d["action"] == "failover" and d["dry_run"] is True and d["isolated"] is False
+    assert d["code"] == d["plan"]["code"] == "host_failed"
     assert d["failed_hosts"] == ["kvm1"] and d["failed_nodes"] == []
     assert d["plan"]["moves"] == [{"node": "db1", "from": "kvm1", "to": "spare1"},
                                   {"node": "web1", "from": "kvm1", "to": "spare1"}]

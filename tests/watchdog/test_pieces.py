@@ -22,6 +22,7 @@ from watchdog.http1 import Connection
 from watchdog.journal import DONE, STARTED, Journal
 from watchdog.lock import RemediationLock
 from watchdog.plan import Action, Step, plan
+from watchdog.reasons import Reason
 from watchdog.remediate import backoff_delay, describe
 
 
@@ -115,14 +116,16 @@ def test_alert_posts_json_to_the_webhook_and_survives_a_dead_one(caplog: pytest.
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         url = f"http://127.0.4.1:{server.server_address[1]}/hook?token=s3cret"
-        assert Alerter(url, "test").alert("refused", "no spare", host="kvm1")
-        assert _Hook.received[-1]["event"] == "refused" and _Hook.received[-1]["host"] == "kvm1"
+        assert Alerter(url, "test").alert("refused", "no spare", reason=Reason.NO_SPARE, host="kvm1")
+        sent = _Hook.received[-1]
+        assert (sent["event"], sent["reason"], sent["host"]) == ("refused", "no_spare", "kvm1")
     finally:
         server.shutdown()
         server.server_close()
-    assert not Alerter(f"http://127.0.4.2:{free_port()}/hook?token=s3cret", "test").alert("x", "y")
+    dead = Alerter(f"http://127.0.4.2:{free_port()}/hook?token=s3cret", "test")
+    assert not dead.alert("x", "y", reason=Reason.UNKNOWN)
     assert "s3cret" not in caplog.text  # the URL (and its token) never reaches the log
-    assert Alerter(None, "test").alert("x", "only logged")
+    assert Alerter(None, "test").alert("x", "only logged", reason=Reason.UNKNOWN)
 
 
 async def _serve_raw(payload: bytes) -> tuple[asyncio.AbstractServer, int]:

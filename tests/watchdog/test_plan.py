@@ -21,6 +21,7 @@ from components.topology import (
 )
 from watchdog.detect import Failures
 from watchdog.plan import Action, History, Remediation, Step, plan
+from watchdog.reasons import Note, Reason
 
 NOW = 100_000.0
 
@@ -101,8 +102,10 @@ def test_cooldown_and_budget(topology: Topology, history: History, manual: bool,
 
 def test_nothing_failed_and_isolation(topology: Topology) -> None:
     assert plan(topology, Failures(), now=NOW).action is Action.NONE
-    p = plan(topology, Failures(isolated=True, notes=("6 of 9 failing",)), now=NOW)
+    isolated = Note(Reason.ISOLATION_SUSPECTED, "6 of 9 failing")
+    p = plan(topology, Failures(isolated=True, notes=(isolated,)), now=NOW)
     assert (p.action, p.moves, p.steps, p.topology) == (Action.REFUSE, (), (), topology)
+    assert (p.code, p.reason, p.notes) == (Reason.ISOLATION_SUSPECTED, "6 of 9 failing", (isolated,))
 
 
 def test_plan_json_shape(topology: Topology) -> None:

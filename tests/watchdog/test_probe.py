@@ -11,8 +11,10 @@ import pytest
 
 from components.topology import Topology
 from tests.watchdog.conftest import CUT, SLOW, UNHEALTHY, Servers, free_port
-from watchdog.probe import Kind, Prober, ProbeResult, Target, targets
+from watchdog.probe import Prober
+from watchdog.target import Kind, ProbeResult, Target, TargetKey, targets
 
+nk, hk = TargetKey.node, TargetKey.host
 TIMEOUT = 0.3
 BACKENDS = ["native", "httpx"]
 
@@ -115,8 +117,8 @@ def test_concurrency_is_bounded(servers: Servers) -> None:
 
 def test_targets_cover_live_hosts_and_every_node(topology: Topology) -> None:
     keys = [t.key for t in targets(topology.with_(failed_hosts=("kvm3",), spares=("spare1",)))]
-    assert "host:kvm3" not in keys
-    assert {"host:kvm1", "host:spare1", "node:lb1", "node:db1"} <= set(keys)
+    assert hk("kvm3") not in keys
+    assert {hk("kvm1"), hk("spare1"), nk("lb1"), nk("db1")} <= set(keys)
     urls = {t.name: t.address for t in targets(topology)}
     assert urls["db1"] == "http://127.0.2.11:9200/"
     assert urls["web1"] == "http://127.0.2.21:80/health.php"

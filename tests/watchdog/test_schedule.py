@@ -16,18 +16,13 @@ from hypothesis import strategies as st
 from components.topology import Topology, TopologyError, WatchdogSettings, parse_topology, to_config
 from watchdog.detect import Detector, Health, State, classify, reprobe_at, reprobe_interval, step
 from watchdog.plan import Action, History, Remediation, plan
-from watchdog.probe import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_FAST_CONCURRENCY,
-    Kind,
-    Prober,
-    ProbeResult,
-    Target,
-    targets,
-)
+from watchdog.probe import DEFAULT_CONCURRENCY, DEFAULT_FAST_CONCURRENCY, Prober
 from watchdog.schedule import Sweeper
+from watchdog.target import Kind, ProbeResult, Target, TargetKey, targets
 
 from .virtual_time import run
+
+nk, hk = TargetKey.node, TargetKey.host
 
 DEFAULTS = WatchdogSettings()
 H, U, F = State.HEALTHY, State.SUSPECT, State.FAILED
@@ -43,7 +38,7 @@ def bad_between(start: float, end: float = float("inf"), how: str = "503") -> Sc
 
 @dataclass
 class Probe:
-    key: str
+    key: TargetKey
     asked: float
     fast: bool
 
@@ -51,7 +46,7 @@ class Probe:
 class ScriptedProber(Prober):
     """The real Prober (slots, timeout, stamps) with the network replaced by scripts."""
 
-    def __init__(self, scripts: dict[str, Script], t0: float, concurrency: int = DEFAULT_CONCURRENCY,
+    def __init__(self, scripts: dict[TargetKey, Script], t0: float, concurrency: int = DEFAULT_CONCURRENCY,
                  fast_concurrency: int = DEFAULT_FAST_CONCURRENCY) -> None:
         loop = asyncio.get_running_loop()
         super().__init__(DEFAULTS.probe_timeout_s, concurrency, clock=loop.time,
@@ -77,14 +72,14 @@ class ScriptedProber(Prober):
         await asyncio.sleep(LATENCY)
         return how
 
-    async def _http(self, key: str, url: str) -> int:
+    async def _http(self, key: TargetKey, url: str) -> int:
         return 200 if await self._answer(self.scripts[key]) == "ok" else 503
 
     async def _tcp(self, address: str) -> None:  # type: ignore[override]
         if await self._answer(self.by_address[address]) != "ok":
             raise ConnectionRefusedError
 
-    def asked(self, key: str, fast: bool | None = None) -> list[float]:
+    def asked(self, key: TargetKey, fast: bool | None = None) -> list[float]:
         return [p.asked for p in self.log if p.key == key and (fast is None or p.fast == fast)]
 
 
@@ -96,9 +91,9 @@ def node(name: str) -> Target:
 class Trace:
     prober: ScriptedProber
     detector: Detector
-    changes: list[tuple[float, str, State]] = field(default_factory=list)
+    changes: list[tuple[float, TargetKey, State]] = field(default_factory=list)
 
-    def failed_at(self, key: str) -> float | None:
+    def failed_at(self, key: TargetKey) -> float | None:
         return next((t for t, k, s in self.changes if k == key and s is F), None)
 
 
@@ -108,7 +103,7 @@ def sweep(scripts: dict[str, Script], seconds: float, s: WatchdogSettings = DEFA
     async def main() -> Trace:
         t0 = asyncio.get_running_loop().time()
         items = [node(name) for name in scripts]
-        prober = ScriptedProber({f"node:{k}": v for k, v in scripts.items()}, t0, **kw)
+        prober = ScriptedProber({nk(k): v for k, v in scripts.items()}, t0, **kw)
         async with prober:
             trace = Trace(prober, Detector(s))
             sweeper = Sweeper(prober, trace.detector, s,
@@ -182,15 +177,15 @@ def test_suspect_is_reprobed_every_suspect_interval_healthy_every_interval() -> 
     p = trace.prober
     # b: seen failing by the round at 3.0, re-probed out of turn at 3.5 and 4.0, failed then:
     # 3 failures spanning 1.002 s (>= failAfter 1 s), 1 s after the first failing probe.
-    assert p.asked("node:b", fast=True) == pytest.approx([3.5, 4.0])
-    assert trace.failed_at("node:b") == pytest.approx(4.0 + LATENCY)
-    assert trace.detector.health["node:b"].failures >= 3
+    assert p.asked(nk("b"), fast=True) == pytest.approx([3.5, 4.0])
+    assert trace.failed_at(nk("b")) == pytest.approx(4.0 + LATENCY)
+    assert trace.detector.health[nk("b")].failures >= 3
     # a failed target is back to the rounds (no lane); it was failed during the round at 4.0,
     # so that round's decision sees it and no early round is needed
-    assert [t for t in p.asked("node:b") if t > 4.0] == pytest.approx([5.0, 6.0, 7.0])
+    assert [t for t in p.asked(nk("b")) if t > 4.0] == pytest.approx([5.0, 6.0, 7.0])
     # a, healthy throughout: one probe a round, one interval apart; never in a lane
-    assert p.asked("node:a", fast=True) == []
-    assert gaps(p.asked("node:a")) == [1.0] * 7
+    assert p.asked(nk("a"), fast=True) == []
+    assert gaps(p.asked(nk("a"))) == [1.0] * 7
 
 
 def test_detection_latency_at_the_defaults_is_about_one_interval_plus_one_second() -> None:
@@ -199,7 +194,7 @@ def test_detection_latency_at_the_defaults_is_about_one_interval_plus_one_second
     for i in range(20):
         start = 2.0 + i * 0.05
         trace = sweep({"x": bad_between(start)}, seconds=6.0)
-        failed = trace.failed_at("node:x")
+        failed = trace.failed_at(nk("x"))
         assert failed is not None
         latencies.append(failed - start)
     assert max(latencies) <= 2.0 + LATENCY + 1e-6
@@ -214,22 +209,22 @@ def test_one_probe_blips_never_fail_a_target() -> None:
         return "503" if any(a <= t < b for a, b in blips) else "ok"
 
     trace = sweep({"x": script}, seconds=15.0)
-    assert trace.failed_at("node:x") is None
+    assert trace.failed_at(nk("x")) is None
     states = [s for _, _, s in trace.changes]
     assert states == [H, U, H, U, H, U, H, U, H]
-    assert trace.prober.asked("node:x", fast=True) == pytest.approx([2.5, 5.5, 7.5, 13.5])
+    assert trace.prober.asked(nk("x"), fast=True) == pytest.approx([2.5, 5.5, 7.5, 13.5])
 
 
 def test_hanging_suspect_is_reprobed_as_soon_as_its_probe_times_out() -> None:
     trace = sweep({"x": bad_between(2.5, how="hang"), "a": bad_between(99)}, seconds=8.0)
     p = trace.prober
     # round 3.0 times out at 3.8; re-probes at 3.8 (due 3.5) and 4.6; failed at 5.4
-    assert p.asked("node:x", fast=True) == pytest.approx([3.8, 4.6])
-    assert trace.failed_at("node:x") == pytest.approx(5.4)
+    assert p.asked(nk("x"), fast=True) == pytest.approx([3.8, 4.6])
+    assert trace.failed_at(nk("x")) == pytest.approx(5.4)
     # failed between two rounds: the next round starts at once, so the decision on x is made on a
     # fresh result of every other target; then rounds go on one interval apart from there
-    assert p.asked("node:a") == pytest.approx([0, 1, 2, 3, 4, 5, 5.4, 6.4, 7.4])
-    assert p.asked("node:x", fast=False) == pytest.approx([0, 1, 2, 3, 5.4, 6.4, 7.4])
+    assert p.asked(nk("a")) == pytest.approx([0, 1, 2, 3, 4, 5, 5.4, 6.4, 7.4])
+    assert p.asked(nk("x"), fast=False) == pytest.approx([0, 1, 2, 3, 5.4, 6.4, 7.4])
 
 
 def test_fast_reprobes_never_delay_the_probes_of_the_others() -> None:
@@ -243,9 +238,9 @@ def test_fast_reprobes_never_delay_the_probes_of_the_others() -> None:
     trace = sweep(scripts, seconds=4.05, concurrency=1, fast_concurrency=4)
     p = trace.prober
     for i in range(4):  # 503 at the round at 2.0, then hanging re-probes at 2.5 and 3.3: failed
-        assert p.asked(f"node:h{i}", fast=True) == pytest.approx([2.5, 3.3])
-        assert trace.failed_at(f"node:h{i}") == pytest.approx(4.1)
-    ok = [r for r in p.results if r.key == "node:ok"]
+        assert p.asked(nk(f"h{i}"), fast=True) == pytest.approx([2.5, 3.3])
+        assert trace.failed_at(nk(f"h{i}")) == pytest.approx(4.1)
+    ok = [r for r in p.results if r.key == nk("ok")]
     assert [r.asked_at for r in ok] == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0])
     # at 3.0 and 4.0 four lane probes hang; the round's probe of ok starts when asked for
     assert all(r.at - r.latency_s == pytest.approx(r.asked_at) for r in ok[3:])
@@ -259,22 +254,22 @@ def test_a_burst_of_hanging_suspects_does_not_slow_the_confirmation_of_others() 
     scripts: dict[str, Script] = {f"h{i:02}": bad_between(1.5, how="hang") for i in range(40)}
     scripts["bad"] = bad_between(1.5)
     trace = sweep(scripts, seconds=6.0)
-    assert trace.failed_at("node:bad") == pytest.approx(3.0 + LATENCY)
-    assert [trace.failed_at(f"node:h{i:02}") for i in range(40)] == [pytest.approx(4.4)] * 40
+    assert trace.failed_at(nk("bad")) == pytest.approx(3.0 + LATENCY)
+    assert [trace.failed_at(nk(f"h{i:02}")) for i in range(40)] == [pytest.approx(4.4)] * 40
 
 
 def test_lane_stops_when_the_target_leaves_or_is_judged_afresh() -> None:
     async def main() -> list[Probe]:
         t0 = asyncio.get_running_loop().time()
-        scripts: dict[str, Script] = {"node:x": bad_between(0), "node:y": bad_between(0)}
+        scripts: dict[TargetKey, Script] = {nk("x"): bad_between(0), nk("y"): bad_between(0)}
         prober = ScriptedProber(scripts, t0)
         async with prober:
             detector = Detector(DEFAULTS)
             sweeper = Sweeper(prober, detector, DEFAULTS)
             await sweeper.round([node("x"), node("y")])
-            assert sweeper.in_lanes == {"node:x", "node:y"}
+            assert sweeper.in_lanes == {nk("x"), nk("y")}
             await sweeper.round([node("y")])  # x left the topology
-            detector.health["node:y"] = Health()  # y was moved: judged afresh
+            detector.reset(nk("y"))  # y was moved: judged afresh
             await asyncio.sleep(1.0)
             assert sweeper.in_lanes == frozenset()
             await sweeper.close()
@@ -292,8 +287,8 @@ def test_flapping_target_still_gets_at_most_one_remediation_per_cooldown(topolog
     history = History()
     starts: list[float] = []
 
-    def script(k: str) -> Script:
-        if k != "node:web2":
+    def script(k: TargetKey) -> Script:
+        if k != nk("web2"):
             return bad_between(1e9)
         return lambda x: "503" if x % 6.0 >= 3.5 else "ok"
 
@@ -319,7 +314,7 @@ def test_flapping_target_still_gets_at_most_one_remediation_per_cooldown(topolog
             return trace
 
     trace = run(main())
-    failures = [x for x, k, st_ in trace.changes if k == "node:web2" and st_ is F]
+    failures = [x for x, k, st_ in trace.changes if k == nk("web2") and st_ is F]
     assert len(failures) >= 10  # every bad spell was confirmed...
     assert 3 <= len(starts) < len(failures)  # ...but the cooldown held most of them back
     assert all(b - a >= s.cooldown_s for a, b in itertools.pairwise(starts))
@@ -334,22 +329,22 @@ def _h(state: State, ok: bool) -> Health:
 def test_node_failed_while_its_host_is_only_failing_waits_for_the_host(topology: Topology) -> None:
     """The nodes refuse at once and are failed; the host's probes hang and lag: a host failure in
     the making, never an in-place replacement of its nodes."""
-    health = {f"host:{h}": _h(H, True) for h in topology.live_hosts}
-    health |= {f"node:{n}": _h(H, True) for n in topology.nodes}
-    health |= {"host:kvm1": _h(U, False), "node:db1": _h(F, False), "node:web1": _h(F, False)}
+    health = {hk(h): _h(H, True) for h in topology.live_hosts}
+    health |= {nk(n): _h(H, True) for n in topology.nodes}
+    health |= {hk("kvm1"): _h(U, False), nk("db1"): _h(F, False), nk("web1"): _h(F, False)}
     f = classify(topology, health)
     assert f.empty and f.notes == ()
-    health["host:kvm1"] = _h(F, False)
+    health[hk("kvm1")] = _h(F, False)
     assert classify(topology, health).hosts == ("kvm1",)
-    health["host:kvm1"] = _h(H, True)  # the host answers: a node failure after all
+    health[hk("kvm1")] = _h(H, True)  # the host answers: a node failure after all
     assert classify(topology, health).nodes == ("db1", "web1")
 
 
 def test_host_failed_and_its_nodes_failing_at_different_paces_is_no_false_note(
         topology: Topology) -> None:
-    health = {f"host:{h}": _h(H, True) for h in topology.live_hosts}
-    health |= {f"node:{n}": _h(H, True) for n in topology.nodes}
-    health |= {"host:kvm1": _h(F, False), "node:db1": _h(F, False), "node:web1": _h(U, False)}
+    health = {hk(h): _h(H, True) for h in topology.live_hosts}
+    health |= {nk(n): _h(H, True) for n in topology.nodes}
+    health |= {hk("kvm1"): _h(F, False), nk("db1"): _h(F, False), nk("web1"): _h(U, False)}
     f = classify(topology, health)
     assert f.empty and f.notes == ()
 
