@@ -46,7 +46,8 @@ test: lint typecheck
 test-fast: venv
 	$(PY) -m pytest tests/unit tests/watchdog -q
 
-# The whole cluster for real on this machine (root): namespaces + real daemons. Ctrl-C to leave.
+# The whole cluster for real on this machine (root): namespaces + real daemons, shown live until
+# Ctrl-C. Break it from another shell with .venv/bin/mac-lab (README: "Play with the lab").
 lab: venv
 	$(PY) -m lab up --stack $(STACK)
 

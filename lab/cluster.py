@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import shlex
 import shutil
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from components.stack_file import load_topology, stack_path
 from components.topology import LB_HTTP_PORT, Node, Role, Topology
 from lab import daemons, netns
 from lab.daemons import NodeDirs
+from lab.lock import LabLock
 from lab.netns import LabError
 from lab.state import NS_PREFIX, REPO, LabState, lab_dir, start_ticks
 
@@ -77,6 +80,7 @@ class Lab:
         self.dir = directory or lab_dir()
         self.secrets = secrets
         self.state = LabState.load(self.dir)
+        self.lock = LabLock(self.dir)
 
     @classmethod
     def from_stack(cls, stack: str, directory: Path | None = None) -> Lab:
@@ -104,8 +108,12 @@ class Lab:
     # ---- bring up ----------------------------------------------------------------------------
 
     def up(self, timeout_s: float = 120) -> float:
-        """Network, then DB nodes one by one, schema, garbd, web, HAProxy; waits for health."""
+        """Network, then DB nodes one by one, schema, garbd, web, HAProxy; waits for health.
+
+        LabBusy (nothing touched) while another live process holds the lab; a dead one's lock and
+        leftovers are taken over."""
         start = time.monotonic()
+        self.lock.acquire(shlex.join(sys.argv)[:120])
         down(self.dir)  # leftovers of an earlier run (crash) first
         self.state = LabState.load(self.dir)
         net = self.topology.network
@@ -257,7 +265,13 @@ class Lab:
         netns.clear_netem(ns_of(name))
 
     def teardown(self) -> None:
-        down(self.dir)
+        """Remove this lab; a no-op unless this object holds the lab (a refused `up` removes nothing)."""
+        if not self.lock.held:
+            return
+        try:
+            down(self.dir)
+        finally:
+            self.lock.release()
 
 
 def down(directory: Path | None = None) -> list[str]:

@@ -127,6 +127,15 @@ class Load:
             return LoadReport(sorted(self._report.outcomes, key=lambda o: o.index),
                               self._report.started)
 
+    def outcomes_since(self, count: int) -> list[Outcome]:
+        """Outcomes after the first `count`, in the order they finished (for a live rate line)."""
+        with self._lock:
+            return self._report.outcomes[count:]
+
+    def stop(self) -> None:
+        """Send no more requests; those in flight finish (then `join`)."""
+        self._stop.set()
+
     def _claim(self) -> int | None:
         with self._lock:
             if self._next >= self.total or self._stop.is_set():

@@ -6,8 +6,11 @@ made; the file is rewritten atomically on each change.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,6 +58,21 @@ class LabState:
                    raw.get("etc_netns", []), [Proc(**p) for p in raw.get("procs", [])],
                    raw.get("rules", []))
 
+    def reload(self) -> None:
+        """Read the file again: another process (`mac-lab revive`, say) may have recorded more."""
+        fresh = LabState.load(self.path.parent)
+        self.bridge, self.namespaces, self.veths = fresh.bridge, fresh.namespaces, fresh.veths
+        self.etc_netns, self.procs, self.rules = fresh.etc_netns, fresh.procs, fresh.rules
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Read-modify-write under a lock: `make lab` and `mac-lab` both record into one file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.reload()
+            yield
+
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         raw = {"bridge": self.bridge, "namespaces": self.namespaces, "veths": self.veths,
@@ -65,14 +83,23 @@ class LabState:
         os.replace(tmp, self.path)
 
     def add(self, kind: str, value: str) -> None:
-        items: list[str] = getattr(self, kind)
-        if value not in items:
-            items.append(value)
-            self.save()
+        with self._locked():
+            items: list[str] = getattr(self, kind)
+            if value not in items:
+                items.append(value)
+                self.save()
+
+    def remove(self, kind: str, value: str) -> None:
+        with self._locked():
+            items: list[str] = getattr(self, kind)
+            if value in items:
+                items.remove(value)
+                self.save()
 
     def add_proc(self, proc: Proc) -> None:
-        self.procs.append(proc)
-        self.save()
+        with self._locked():
+            self.procs.append(proc)
+            self.save()
 
 
 def start_ticks(pid: int) -> int | None:
