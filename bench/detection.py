@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from components.stack_file import load_topology, stack_path  # noqa: E402
-from components.topology import Host, Node, WatchdogSettings  # noqa: E402
+from components.topology import Host, WatchdogSettings  # noqa: E402
 from tests.netutil import free_port  # noqa: E402
 from watchdog.detect import Detector, Health, State  # noqa: E402
 from watchdog.fence import FenceResult  # noqa: E402
@@ -200,16 +200,14 @@ def detection_latency() -> dict[str, Any]:
 # 3: detection -> `up` started, through the real loop and pipeline, stand-in CLI, no fence.
 # --------------------------------------------------------------------------------------------
 
-def node_url(node: Node, port: int) -> str:
-    return f"http://{node.ip}:{port}/"
-
-
 def detection_to_up() -> dict[str, Any]:
     from tests.watchdog import standin_pulumi
-    from tests.watchdog.conftest import TEST_STACK
+    from tests.watchdog.loopback_stack import TEST_STACK
+    from tests.watchdog.seams import redirect
     from tests.watchdog.state_fixture import exported
-    from watchdog.alert import Alerter
-    from watchdog.watch import Context, Watchdog
+    from watchdog.context import Context
+    from watchdog.events import Event, EventKind
+    from watchdog.watch import Watchdog
 
     samples, detections = [], []
     for trial in range(FAILOVER_TRIALS):
@@ -247,24 +245,20 @@ def detection_to_up() -> dict[str, Any]:
             def no_fence(host: Host, timeout_s: float) -> FenceResult:
                 return FenceResult(host.name, skipped=True)
 
+            detected: list[float] = []
+            failed: set[str] = set()
+
+            def time_detection(event: Event, failed=failed, detected=detected) -> None:  # type: ignore[no-untyped-def]
+                if event.kind is EventKind.HEALTH and event.data["state"] == State.FAILED:
+                    failed.add(event.data["target"])
+                    if not detected and {"host:kvm1", "node:db1", "node:web1"} <= failed:
+                        detected.append(time.time())
+
             ctx = Context(project_dir=project, stack="test", state_dir=tmp / "state",
-                          pulumi_root=standin_root,
-                          url_for=functools.partial(node_url, port=port), ssh_port=port,
-                          fencer=no_fence, alerter=Alerter(None, "bench"))
+                          pulumi_root=standin_root, transport=redirect(port), fencer=no_fence,
+                          events=time_detection)
             wd = Watchdog(ctx)
             wd.rounds_for_once = lambda: 15  # type: ignore[method-assign]  # stop once remediated
-            detected: list[float] = []
-            observe = wd.detector.observe
-
-            def observe_and_time(results, observe=observe, wd=wd, detected=detected):  # type: ignore[no-untyped-def]
-                changed = observe(results)
-                keys = (TargetKey.host("kvm1"), TargetKey.node("db1"), TargetKey.node("web1"))
-                if not detected and all(wd.detector.health.get(k) and
-                                        wd.detector.health[k].state is State.FAILED for k in keys):
-                    detected.append(time.time())
-                return changed
-
-            wd.detector.observe = observe_and_time  # type: ignore[method-assign]
             with servers(spec):
                 asyncio.run(wd.run(once=True))
             ups = [json.loads(line) for line in (standin_root / "ups.jsonl").read_text().splitlines()]

@@ -50,7 +50,7 @@ def generated_config(webs: int) -> dict[str, Any]:
 def measure(scenario: str, repeat: int) -> dict[str, Any]:
     """Run in the child: evaluate the scenario `repeat` times, then once under tracemalloc."""
     sys.path.insert(0, str(PROJECT_DIR))
-    from tests.unit.conftest import evaluate, stack_config
+    from tests.unit.harness import evaluate, stack_config
 
     if scenario == "prod":
         config = stack_config("prod")

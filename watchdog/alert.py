@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from watchdog.events import Event, EventKind, EventSink, ignore
 from watchdog.reasons import Reason
 
 DEFAULT_ALERT_TIMEOUT_S = 5.0
@@ -19,19 +20,20 @@ class Alerter:
     """Sends alerts; a failing webhook is logged, never raised (alerting must not stop healing)."""
 
     def __init__(self, webhook_url: str | None, stack: str, timeout_s: float = DEFAULT_ALERT_TIMEOUT_S,
-                 client_factory: Callable[[], httpx.Client] | None = None) -> None:
+                 client_factory: Callable[[], httpx.Client] | None = None,
+                 events: EventSink = ignore) -> None:
         self.webhook_url = webhook_url
         self.stack = stack
         self.timeout_s = timeout_s
         self._client_factory = client_factory or (lambda: httpx.Client(timeout=timeout_s))
-        self.sent: list[dict[str, Any]] = []
+        self.events = events
 
     def alert(self, event: str, message: str, *, reason: Reason, **details: Any) -> bool:
         """Log the alert and POST it; True when the webhook accepted it (or none is configured).
         `reason` is the code a receiver routes and de-duplicates on; `message` is for people."""
         payload = {"stack": self.stack, "event": event, "reason": reason.value, "message": message,
                    "time": time.time(), **details}
-        self.sent.append(payload)
+        self.events(Event(EventKind.ALERT, payload))
         log.warning("ALERT %s (%s): %s", event, reason.value, message)
         if not self.webhook_url:
             return True

@@ -6,25 +6,23 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from components.stack_file import load_topology, stack_names, stack_path, write_topology
-from components.topology import HEALTH_ENDPOINTS, SSH_PORT, Node, Topology, TopologyError
+from components.stack_file import load_topology, stack_names, stack_path
+from components.topology import Topology, TopologyError
+from watchdog.context import Context, Seams
 from watchdog.detect import Failures
 from watchdog.errors import BadInput, RemediationRefused, WatchdogError
-from watchdog.journal import Journal
 from watchdog.jsonlog import JsonFormatter
-from watchdog.plan import Action, Plan, plan
-from watchdog.probe import probe_once
-from watchdog.reclaim import list_domains, our_domains, reclaimed
-from watchdog.remediate import describe
-from watchdog.target import Kind, Target, targets
-from watchdog.watch import Context, Watchdog
+from watchdog.plan import Action, plan
+from watchdog.present import Status, plan_lines
+from watchdog.reclaim import reclaim as reclaim_host
+from watchdog.watch import Watchdog
 
 app = typer.Typer(
     name="mac-watchdog",
@@ -63,9 +61,6 @@ PulumiRootOption = Annotated[
     typer.Option("--pulumi-root", help="Directory with bin/pulumi; default: `pulumi` on PATH."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-# Hidden: point probes at other ports (tests and the lab run the endpoints on high ports).
-HttpPortOption = Annotated[int | None, typer.Option("--http-port", hidden=True)]
-SshPortOption = Annotated[int, typer.Option("--ssh-port", hidden=True)]
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -112,17 +107,13 @@ def _resolve_stack(project_dir: Path, stack: str | None) -> str:
     return stack
 
 
-def _context(project_dir: Path, stack: str | None, state_dir: Path | None,
-             pulumi_root: Path | None = None, http_port: int | None = None,
-             ssh_port: int = SSH_PORT) -> Context:
+def _context(command: typer.Context, project_dir: Path, stack: str | None, state_dir: Path | None,
+             pulumi_root: Path | None = None) -> Context:
     name = _resolve_stack(project_dir, stack)
-    url_for: Callable[[Node], str] | None = None
-    if http_port is not None:
-        def url_for(node: Node) -> str:
-            return f"http://{node.ip}:{http_port}{HEALTH_ENDPOINTS[node.role].path}"
+    seams = command.obj if isinstance(command.obj, Seams) else Seams()
     return Context(project_dir=project_dir, stack=name,
                    state_dir=state_dir or project_dir / STATE_DIR_NAME / name,
-                   pulumi_root=pulumi_root, url_for=url_for, ssh_port=ssh_port)
+                   pulumi_root=pulumi_root, events=seams.events, transport=seams.transport)
 
 
 @app.command()
@@ -157,49 +148,23 @@ def validate(
 
 @app.command()
 def status(
+    command: typer.Context,
     stack: StackOption = None,
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
     as_json: JsonOption = False,
-    http_port: HttpPortOption = None,
-    ssh_port: SshPortOption = SSH_PORT,
 ) -> None:
     """Probe everything once: a table (or --json); exit 0 all healthy, 1 something unhealthy."""
     with _errors():
-        ctx = _context(project_dir, stack, state_dir, http_port=http_port, ssh_port=ssh_port)
+        ctx = _context(command, project_dir, stack, state_dir)
         topology = ctx.topology()
         results = asyncio.run(ctx.probe_all(topology))
-        by_key = {t.key: t for t in targets(topology, ctx.url_for, ctx.ssh_port)}
-        pending = ctx.journal.pending()
-    rows = []
-    for r in results:
-        t: Target = by_key[r.key]
-        rows.append({"kind": t.kind.value, "name": t.name, "role": t.role,
-                     "host": topology.nodes[t.name].host if t.kind is Kind.NODE else t.name,
-                     "address": t.address, "state": "up" if r.ok else "down",
-                     "latency_ms": round(r.latency_s * 1000, 1), "error": r.error})
-    healthy = all(r.ok for r in results)
+        report = Status(ctx.stack, topology, ctx.targets(topology), results, ctx.journal.pending())
     if as_json:
-        typer.echo(json.dumps({"stack": ctx.stack, "healthy": healthy, "targets": rows,
-                               "spares": list(topology.spares),
-                               "failedHosts": list(topology.failed_hosts),
-                               "pendingRemediation": None if pending is None else {
-                                   "id": pending.id, "code": pending.plan.code.value,
-                                   "reason": pending.plan.reason,
-                                   "nextStep": pending.next_step}}, indent=2))
+        typer.echo(json.dumps(report.to_json(), indent=2))
     else:
-        header = ("KIND", "NAME", "ROLE", "HOST", "ADDRESS", "STATE", "LATENCY", "ERROR")
-        table = [header] + [(r["kind"], r["name"], r["role"], r["host"], r["address"], r["state"],
-                             f"{r['latency_ms']:.1f} ms", r["error"] or "") for r in rows]
-        widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-        for row in table:
-            typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        typer.echo(f"spares: {', '.join(topology.spares) or '-'}; failed hosts: "
-                   f"{', '.join(topology.failed_hosts) or '-'}")
-        if pending is not None:
-            typer.echo(f"unfinished remediation {pending.id}: {pending.plan.reason} "
-                       f"(next step: {pending.next_step})")
-    raise typer.Exit(EXIT_OK if healthy else EXIT_FOUND)
+        _echo(report.lines())
+    raise typer.Exit(EXIT_OK if report.healthy else EXIT_FOUND)
 
 
 def _failures_for(topology: Topology, names: list[str]) -> Failures:
@@ -217,21 +182,14 @@ def _failures_for(topology: Topology, names: list[str]) -> Failures:
     return Failures(hosts=tuple(sorted(set(hosts))), nodes=tuple(sorted(set(nodes))))
 
 
-def _print_plan(p: Plan) -> None:
-    typer.echo(f"action: {p.action.value}")
-    typer.echo(f"reason: {p.reason} [{p.code}]")
-    for m in p.moves:
-        typer.echo(f"move:   {m.node}: {m.from_host} -> {m.to_host}")
-    for n in p.replace:
-        typer.echo(f"replace: {n} (in place)")
-    for line in describe(p):
-        typer.echo(f"step:   {line}")
-    for note in p.notes:
-        typer.echo(f"note:   {note.message} [{note.code}]")
+def _echo(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command("plan")
 def plan_command(
+    command: typer.Context,
     fail: Annotated[list[str], typer.Option("--fail", help="A host or node to assume failed (repeatable).")],
     stack: StackOption = None,
     project_dir: ProjectDirOption = Path("."),
@@ -240,19 +198,20 @@ def plan_command(
 ) -> None:
     """What the watchdog would do if these failed (pure). Exit 0 failover/replace/none, 1 refuse."""
     with _errors():
-        ctx = _context(project_dir, stack, state_dir)
+        ctx = _context(command, project_dir, stack, state_dir)
         topology = ctx.topology()
         failures = _failures_for(topology, fail)
         p = plan(topology, failures, ctx.journal.history(), ctx.clock())
     if as_json:
         typer.echo(json.dumps(p.to_json(), indent=2))
     else:
-        _print_plan(p)
+        _echo(plan_lines(p))
     raise typer.Exit(EXIT_FOUND if p.action is Action.REFUSE else EXIT_OK)
 
 
 @app.command()
 def failover(
+    command: typer.Context,
     host: Annotated[str, typer.Argument(help="The host to fence and move off.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     dry_run: Annotated[
@@ -265,7 +224,7 @@ def failover(
     """Manual failover of HOST through the same pipeline as `run` (skips cooldown and budget)."""
     _setup_logging()
     with _errors():
-        ctx = _context(project_dir, stack, state_dir, pulumi_root)
+        ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
         topology = ctx.topology()
         if host not in topology.hosts:
             raise BadInput(f"HOST = {host!r}: not a host in mac:hosts (known: {', '.join(topology.hosts)})")
@@ -274,7 +233,7 @@ def failover(
             ctx.remediator(topology).resume()
             topology = ctx.topology()
         p = plan(topology, Failures(hosts=(host,)), ctx.journal.history(), ctx.clock(), manual=True)
-        _print_plan(p)
+        _echo(plan_lines(p))
         if p.action is Action.REFUSE:
             raise RemediationRefused(p.reason)
         if dry_run or not p.steps:
@@ -289,14 +248,13 @@ def failover(
 
 @app.command()
 def run(
+    command: typer.Context,
     once: Annotated[bool, typer.Option("--once", help="Watch one detection window, act, then exit.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Do everything but fence/write/deploy.")] = False,
     stack: StackOption = None,
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
     pulumi_root: PulumiRootOption = None,
-    http_port: HttpPortOption = None,
-    ssh_port: SshPortOption = SSH_PORT,
     json_log: Annotated[bool, typer.Option(
         "--json-log", help="Log one JSON object per line (decisions carry the whole plan).")] = False,
 ) -> None:
@@ -304,7 +262,7 @@ def run(
     running finishes first); an unfinished remediation resumes at the next start."""
     _setup_logging(json_log=json_log)
     with _errors():
-        ctx = _context(project_dir, stack, state_dir, pulumi_root, http_port, ssh_port)
+        ctx = _context(command, project_dir, stack, state_dir, pulumi_root)
         watchdog = Watchdog(ctx, dry_run=dry_run)
         try:
             code = asyncio.run(watchdog.run(once=once))
@@ -315,44 +273,28 @@ def run(
 
 @app.command()
 def reclaim(
+    command: typer.Context,
     host: Annotated[str, typer.Argument(help="The repaired host to put back as a spare.")],
     force: Annotated[bool, typer.Option("--force", help="Skip the domain check (no virsh here).")] = False,
     stack: StackOption = None,
     project_dir: ProjectDirOption = Path("."),
     state_dir: StateDirOption = None,
-    ssh_port: SshPortOption = SSH_PORT,
 ) -> None:
     """Put a repaired host back as a spare: only when reachable and running none of our domains."""
     with _errors():
-        ctx = _context(project_dir, stack, state_dir, ssh_port=ssh_port)
-        topology = ctx.topology()
-        new = reclaimed(topology, host)
-        h = topology.hosts[host]
-        target = Target(Kind.HOST, host, f"{h.address}:{ssh_port}", "host")
-        [result] = asyncio.run(probe_once([target], max(topology.watchdog.probe_timeout_s, 3.0)))
-        if not result.ok:
-            raise RemediationRefused(f"{host} is not reachable at {target.address} ({result.error})")
-        domains = list_domains(h)
-        if domains is None and not force:
-            raise RemediationRefused(
-                f"virsh is not installed, so nothing checks that {host} runs none of "
-                f"{', '.join(sorted(topology.nodes))}; install libvirt-clients, or check by hand "
-                "and pass --force")
-        ours = our_domains(domains or [], topology)
-        if ours:
-            raise RemediationRefused(f"{host} still has our domains {', '.join(ours)}; "
-                                     f"undefine them there first (virsh -c {h.uri} undefine NAME)")
-        write_topology(ctx.stack_file, new)
-        Journal(ctx.state_dir).append({"event": "reclaimed", "host": host, "forced": force})
-    typer.echo(f"{host} is a spare again (spares: {', '.join(new.spares)}); the next `pulumi up` "
-               "prepares its pool and base image")
+        ctx = _context(command, project_dir, stack, state_dir)
+        outcome = reclaim_host(ctx, host, force)
+    typer.echo(f"{host} is a spare again (spares: {', '.join(outcome.plan.topology.spares)}); the "
+               "next `pulumi up` prepares its pool and base image")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: usage errors too become one `error:` line and exit 2."""
+def main(argv: list[str] | None = None, seams: Seams | None = None) -> None:
+    """Entry point: usage errors too become one `error:` line and exit 2. `seams`: what a test
+    or a benchmark plugs in (events, the probe transport)."""
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=argv, prog_name="mac-watchdog", standalone_mode=False)
+        code = command.main(args=argv, prog_name="mac-watchdog", standalone_mode=False,
+                            obj=seams or Seams())
     except typer.TyperException as err:  # click's usage errors, as typer re-exports them
         message = err.format_message()
         if "\n" in message:  # no arguments at all: the help text

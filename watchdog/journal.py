@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -17,39 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.topology import parse_topology, to_config
 from watchdog.errors import JournalError
-from watchdog.plan import Action, History, Move, Plan, Remediation, Step
-from watchdog.reasons import Note, Reason
+from watchdog.events import Event, EventKind, EventSink, ignore
+from watchdog.plan import Action, History, Plan, Remediation, Step
 
 JOURNAL_FILE = "journal.jsonl"
-# Test hook: "STEP:STATUS" (e.g. "write_config:done") makes the process SIGKILL itself right after
-# journaling that entry, to prove a restart resumes at the next step.
-KILL_AFTER_ENV = "MAC_WATCHDOG_TEST_KILL_AFTER"
 
 STARTED, DONE, FAILED = "started", "done", "failed"
-
-
-def plan_record(p: Plan) -> dict[str, Any]:
-    """Everything needed to carry on with `p` after a restart (the stack's topology included)."""
-    return {**p.to_json(), "prune": list(p.prune), "verify": list(p.verify),
-            "config": to_config(p.topology)}
-
-
-def plan_from_record(record: dict[str, Any]) -> Plan:
-    try:
-        return Plan(
-            action=Action(record["action"]), code=Reason(record.get("code", Reason.UNKNOWN)),
-            reason=record["reason"],
-            topology=parse_topology(record["config"]),
-            moves=tuple(Move(m["node"], m["from"], m["to"]) for m in record["moves"]),
-            fence=tuple(record["fence"]), prune=tuple(record["prune"]),
-            replace=tuple(record["replace"]), verify=tuple(record["verify"]),
-            steps=tuple(Step(s) for s in record["steps"]),
-            notes=tuple(Note.from_json(n) for n in record.get("notes", ())))
-    except (KeyError, TypeError, ValueError) as err:
-        raise JournalError(f"the journal holds a plan this watchdog cannot read ({err!r}); "
-                           "move the journal aside after checking the cluster by hand") from None
 
 
 @dataclass(frozen=True)
@@ -69,8 +42,10 @@ class Pending:
 
 
 class Journal:
-    def __init__(self, state_dir: str | Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state_dir: str | Path, clock: Callable[[], float] = time.time,
+                 events: EventSink = ignore) -> None:
         self.state_dir = Path(state_dir)
+        self.events = events
         self.path = self.state_dir / JOURNAL_FILE
         self.clock = clock
         self._cache: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
@@ -89,9 +64,7 @@ class Journal:
         except OSError as err:
             raise JournalError(f"cannot write the journal {self.path}: {err.strerror}; "
                                "check --state-dir") from None
-        kill_after = os.environ.get(KILL_AFTER_ENV)
-        if kill_after and kill_after == f"{record.get('step')}:{record.get('status')}":
-            os.kill(os.getpid(), signal.SIGKILL)
+        self.events(Event(EventKind.JOURNALED, entry))
         return entry
 
     def entries(self) -> list[dict[str, Any]]:
@@ -128,7 +101,7 @@ class Journal:
 
     def begin(self, p: Plan, trigger: str) -> str:
         rid = uuid.uuid4().hex[:12]
-        self.append({"event": "planned", "id": rid, "trigger": trigger, "plan": plan_record(p)})
+        self.append({"event": "planned", "id": rid, "trigger": trigger, "plan": p.to_record()})
         return rid
 
     def step(self, rid: str, step: Step, status: str, **detail: Any) -> None:
@@ -150,7 +123,7 @@ class Journal:
         steps = [e for e in entries if e.get("event") == "step" and e["id"] == last["id"]]
         done = frozenset(Step(e["step"]) for e in steps if e["status"] == DONE)
         failed = [e for e in steps if e["status"] == FAILED]
-        return Pending(last["id"], plan_from_record(last["plan"]), last["ts"], done, len(failed),
+        return Pending(last["id"], Plan.from_record(last["plan"]), last["ts"], done, len(failed),
                        failed[-1]["ts"] if failed else None)
 
     def history(self) -> History:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from components.topology import FENCE_NONE, Topology, validate
+from components.topology import FENCE_NONE, Topology, parse_topology, to_config, validate
 from watchdog.detect import Failures
+from watchdog.errors import JournalError
 from watchdog.reasons import Note, Reason
 
 HOUR_S = 3600.0
@@ -26,6 +27,7 @@ class Action(StrEnum):
     REPLACE = "replace"
     NONE = "none"
     REFUSE = "refuse"
+    RECLAIM = "reclaim"  # an operator's: a repaired host back to the spares
 
 
 class Step(StrEnum):
@@ -105,6 +107,27 @@ class Plan:
             "notes": [n.to_json() for n in self.notes],
             "topology": topology_json(t),
         }
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything needed to carry on with the plan after a restart (the whole stack's
+        topology included): what the journal keeps."""
+        return {**self.to_json(), "prune": list(self.prune), "verify": list(self.verify),
+                "config": to_config(self.topology)}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Plan:
+        try:
+            return cls(
+                action=Action(record["action"]), code=Reason(record.get("code", Reason.UNKNOWN)),
+                reason=record["reason"], topology=parse_topology(record["config"]),
+                moves=tuple(Move(m["node"], m["from"], m["to"]) for m in record["moves"]),
+                fence=tuple(record["fence"]), prune=tuple(record["prune"]),
+                replace=tuple(record["replace"]), verify=tuple(record["verify"]),
+                steps=tuple(Step(s) for s in record["steps"]),
+                notes=tuple(Note.from_json(n) for n in record.get("notes", ())))
+        except (KeyError, TypeError, ValueError) as err:
+            raise JournalError(f"the journal holds a plan this watchdog cannot read ({err!r}); "
+                               "move the journal aside after checking the cluster by hand") from None
 
 
 def topology_json(t: Topology) -> dict[str, Any]:

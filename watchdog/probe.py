@@ -1,8 +1,10 @@
 """Probes: is each node's health endpoint answering 200, is each host's SSH port open?
 
 Async, bounded concurrency, one timeout per probe that covers connect, headers and body. Nothing
-here blocks the event loop. HTTP goes through `watchdog.http1` (one keep-alive connection per
-target) by default, or through httpx with `backend="httpx"`; see http1.py for why.
+here blocks the event loop. How a probe reaches its target is a `Transport`: `NativeTransport`
+(`watchdog.http1`, one keep-alive connection per target; see http1.py for why) by default,
+`HttpxTransport` with `backend="httpx"`, or any transport passed in (as httpx's `MockTransport`
+is: tests answer probes without patching the Prober).
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Literal
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Literal, Protocol
 
 import httpx
 
@@ -37,6 +39,87 @@ def _describe(err: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+class Transport(Protocol):
+    """How probes reach targets; one per Prober block, closed with it."""
+
+    async def http_get(self, key: TargetKey, url: str) -> int:
+        """GET `url` and read the whole response; its status. Raises OSError, HttpError or
+        httpx.HTTPError when there is no answer."""
+
+    async def connect(self, address: str) -> None:
+        """Open (and close) a TCP connection to HOST:PORT; raises OSError when refused."""
+
+    def drop(self, key: TargetKey) -> None:
+        """Forget the connection of `key`: an error or a timeout left it in an unknown state."""
+
+    async def aclose(self) -> None: ...
+
+
+# (per-probe timeout, connections at most) -> a transport for one Prober block
+TransportFactory = Callable[[float, int], Transport]
+
+
+async def tcp_connect(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+class NativeTransport:
+    """HTTP/1.1 through `watchdog.http1`: one keep-alive connection per target."""
+
+    def __init__(self, timeout_s: float = 0.0, max_connections: int = 0) -> None:
+        self._connections: dict[TargetKey, Connection] = {}
+
+    async def http_get(self, key: TargetKey, url: str) -> int:
+        connection = self._connections.get(key)
+        if connection is None:
+            connection = self._connections[key] = Connection(url)
+        return await connection.get()
+
+    async def connect(self, address: str) -> None:
+        await tcp_connect(address)
+
+    def drop(self, key: TargetKey) -> None:
+        connection = self._connections.pop(key, None)
+        if connection is not None:
+            connection.close()
+
+    async def aclose(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+
+class HttpxTransport:
+    """HTTP through an httpx client with a keep-alive pool of `max_connections`."""
+
+    def __init__(self, timeout_s: float, max_connections: int) -> None:
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=max_connections)
+        # trust_env=False: a proxy from the environment must never sit between us and a node.
+        self._client = httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False,
+                                         follow_redirects=False)
+
+    async def http_get(self, key: TargetKey, url: str) -> int:
+        response = await self._client.get(url)  # reads the whole body: a cut-off body fails
+        return response.status_code
+
+    async def connect(self, address: str) -> None:
+        await tcp_connect(address)
+
+    def drop(self, key: TargetKey) -> None:
+        pass  # the pool discards a broken connection itself
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+BACKENDS: dict[str, TransportFactory] = {"native": NativeTransport, "httpx": HttpxTransport}
+
+
 class Prober:
     """Runs probes with at most `concurrency` in flight and `timeout_s` for each one.
 
@@ -45,40 +128,38 @@ class Prober:
     fast_concurrency` probes are in flight. The caller never probes one target twice at once
     (each target has one keep-alive connection).
 
-    Use as `async with Prober(...) as prober:`; the HTTP client (and its keep-alive pool) lives as
-    long as the block.
+    Use as `async with Prober(...) as prober:`; the transport (and its keep-alive connections)
+    lives as long as the block. `transport` makes it (default: the one named by `backend`).
     """
 
     def __init__(self, timeout_s: float, concurrency: int = DEFAULT_CONCURRENCY,
                  clock: Clock = time.monotonic, backend: Backend = "native",
-                 fast_concurrency: int = DEFAULT_FAST_CONCURRENCY) -> None:
+                 fast_concurrency: int = DEFAULT_FAST_CONCURRENCY,
+                 transport: TransportFactory | None = None) -> None:
         if timeout_s <= 0 or concurrency < 1 or fast_concurrency < 1:
             raise ValueError("timeout_s must be > 0, concurrency and fast_concurrency >= 1")
         self.timeout_s = timeout_s
         self.clock = clock
-        self.backend = backend
+        self._make_transport = transport or BACKENDS[backend]
+        self._transport: Transport | None = None
         self._semaphore = asyncio.Semaphore(concurrency)
         self._fast_semaphore = asyncio.Semaphore(fast_concurrency)
-        self._client: httpx.AsyncClient | None = None
-        self._connections: dict[TargetKey, Connection] = {}
-        self._concurrency = concurrency + fast_concurrency  # both lanes, for the httpx pool
+        self._concurrency = concurrency + fast_concurrency  # both lanes, for a connection pool
 
     async def __aenter__(self) -> Prober:
-        if self.backend == "httpx":
-            limits = httpx.Limits(max_connections=self._concurrency,
-                                  max_keepalive_connections=self._concurrency)
-            # trust_env=False: a proxy from the environment must never sit between us and a node.
-            self._client = httpx.AsyncClient(timeout=self.timeout_s, limits=limits, trust_env=False,
-                                             follow_redirects=False)
+        self._transport = self._make_transport(self.timeout_s, self._concurrency)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-        for connection in self._connections.values():
-            connection.close()
-        self._connections.clear()
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            raise RuntimeError("use Prober inside `async with`")
+        return self._transport
 
     async def probe_all(self, items: Iterable[Target]) -> list[ProbeResult]:
         return list(await asyncio.gather(*(self.probe(t) for t in items)))
@@ -92,58 +173,27 @@ class Prober:
     async def probe(self, target: Target, fast: bool = False) -> ProbeResult:
         """One probe; `fast` for a re-probe of a suspect target (its own slots)."""
         asked = self.clock()
+        transport = self.transport
         async with self._fast_semaphore if fast else self._semaphore:
             start = self.clock()
             ok, error = False, None
             try:
                 async with asyncio.timeout(self.timeout_s):
                     if target.kind is Kind.HOST:
-                        await self._tcp(target.address)
+                        await transport.connect(target.address)
                         ok = True
                     else:
-                        status = await self._http(target.key, target.address)
+                        status = await transport.http_get(target.key, target.address)
                         ok = status == 200
                         error = None if ok else f"HTTP {status}"
             except TimeoutError:
                 error = f"timeout after {self.timeout_s:g} s"
-                self._drop(target.key)
+                transport.drop(target.key)
             except asyncio.CancelledError:
-                self._drop(target.key)  # cut off mid-request: the connection is in no known state
+                transport.drop(target.key)  # cut off mid-request: the connection is in no known state
                 raise
             except (httpx.HTTPError, HttpError, OSError, asyncio.IncompleteReadError) as err:
                 error = _describe(err)
-                self._drop(target.key)
+                transport.drop(target.key)
             end = self.clock()
             return ProbeResult(target.key, ok, end - start, error, end, asked)
-
-    async def _http(self, key: TargetKey, url: str) -> int:
-        if self.backend == "httpx":
-            if self._client is None:
-                raise RuntimeError("use Prober inside `async with`")
-            response = await self._client.get(url)  # reads the whole body: a cut-off body fails
-            return response.status_code
-        connection = self._connections.get(key)
-        if connection is None:
-            connection = self._connections[key] = Connection(url)
-        return await connection.get()
-
-    def _drop(self, key: TargetKey) -> None:
-        """Forget a connection left in an unknown state by an error or a timeout."""
-        connection = self._connections.pop(key, None)
-        if connection is not None:
-            connection.close()
-
-    @staticmethod
-    async def _tcp(address: str) -> None:
-        host, _, port = address.rpartition(":")
-        _reader, writer = await asyncio.open_connection(host, int(port))
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-async def probe_once(items: Sequence[Target], timeout_s: float,
-                     concurrency: int = DEFAULT_CONCURRENCY) -> list[ProbeResult]:
-    """One round of probes with fresh connections (for one-shot commands)."""
-    async with Prober(timeout_s, concurrency) as prober:
-        return await prober.probe_all(items)

@@ -37,6 +37,8 @@ class Reason(StrEnum):
     VERIFY_FAILED = "verify_failed"
     REMEDIATION_FAILED = "remediation_failed"
     ABANDONED = "abandoned"
+    # An operator's reclaim.
+    HOST_RECLAIMED = "host_reclaimed"
     # Read from a journal written before reason codes existed.
     UNKNOWN = "unknown"
 

@@ -1,14 +1,28 @@
-"""Reclaim: put a repaired host back as a spare, once it is reachable and runs none of our VMs."""
+"""Reclaim: put a repaired host back as a spare, once it is reachable and runs none of our VMs.
+
+A reclaim is a remediation like any other: a plan (one step, write the stack file) carried out by
+the Remediator, under the remediation lock and journaled; the host checks run under that lock.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
+from collections.abc import Callable
 
-from components.topology import Host, Topology, validate
+from components.topology import SSH_PORT, Host, Topology, validate
+from watchdog.context import Context
 from watchdog.errors import BadInput, RemediationRefused
+from watchdog.plan import Action, Plan, Step
+from watchdog.reasons import Reason
+from watchdog.remediate import Outcome
+from watchdog.target import Kind, Target
 
 VIRSH_TIMEOUT_S = 30.0
+MIN_PROBE_TIMEOUT_S = 3.0
+# `host` -> its domain names, or None when nothing can list them (no virsh here).
+DomainLister = Callable[[Host], list[str] | None]
 
 
 def reclaimed(topology: Topology, host: str) -> Topology:
@@ -47,3 +61,41 @@ def list_domains(host: Host, timeout_s: float = VIRSH_TIMEOUT_S) -> list[str] | 
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RemediationRefused(f"virsh cannot list the domains of {host.name}: {last}")
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def reclaim_plan(topology: Topology, host: str) -> Plan:
+    """The plan that puts `host` back among the spares (pure)."""
+    return Plan(Action.RECLAIM, Reason.HOST_RECLAIMED,
+                f"host {host} repaired: back from mac:failedHosts to mac:spares",
+                reclaimed(topology, host), steps=(Step.WRITE_CONFIG,))
+
+
+def check_host(ctx: Context, topology: Topology, host: str, force: bool,
+               domains: DomainLister | None = None) -> None:
+    """Refuse unless `host` answers on its management address and runs none of our domains
+    (unchecked with `force` when nothing here can list them)."""
+    h = topology.hosts[host]
+    target = Target(Kind.HOST, host, f"{h.address}:{SSH_PORT}", "host")
+    timeout_s = max(topology.watchdog.probe_timeout_s, MIN_PROBE_TIMEOUT_S)
+    [result] = asyncio.run(ctx.probe([target], timeout_s))
+    if not result.ok:
+        raise RemediationRefused(f"{host} is not reachable at {target.address} ({result.error})")
+    found = (domains or list_domains)(h)
+    if found is None and not force:
+        raise RemediationRefused(
+            f"virsh is not installed, so nothing checks that {host} runs none of "
+            f"{', '.join(sorted(topology.nodes))}; install libvirt-clients, or check by hand "
+            "and pass --force")
+    ours = our_domains(found or [], topology)
+    if ours:
+        raise RemediationRefused(f"{host} still has our domains {', '.join(ours)}; "
+                                 f"undefine them there first (virsh -c {h.uri} undefine NAME)")
+
+
+def reclaim(ctx: Context, host: str, force: bool = False,
+            domains: DomainLister | None = None) -> Outcome:
+    """Check `host` and put it back as a spare, through the remediation pipeline."""
+    topology = ctx.topology()
+    p = reclaim_plan(topology, host)
+    return ctx.remediator(topology).execute(
+        p, "reclaim", precheck=lambda: check_host(ctx, topology, host, force, domains))

@@ -69,35 +69,6 @@ class Outcome:
     ran: tuple[Step, ...]  # steps run this time (skipped: already done before a restart)
 
 
-def _program(command: str | None) -> str:
-    """The fence command's program only: its arguments may carry credentials."""
-    if command is None:
-        return "no fence command (refused)"
-    words = command.split()
-    return words[0] + (" ..." if len(words) > 1 else "") if words else command
-
-
-def describe(p: Plan) -> list[str]:
-    """What running `p` would do, one line per step (for --dry-run)."""
-    lines = []
-    for step in p.steps:
-        if step is Step.FENCE:
-            lines += [f"fence {h}: {_program(p.topology.hosts[h].fence)}" for h in p.fence]
-        elif step is Step.PRUNE_STATE:
-            lines.append(f"prune the providers of {', '.join(p.prune)} and their dependents from "
-                         "the Pulumi state")
-        elif step is Step.WRITE_CONFIG:
-            moves = ", ".join(f"{m.node} {m.from_host}->{m.to_host}" for m in p.moves)
-            lines.append(f"write the stack file (spares {list(p.topology.spares)}, failedHosts "
-                         f"{list(p.topology.failed_hosts)}{', moves ' + moves if moves else ''})")
-        elif step is Step.UP:
-            extra = f" --replace the domains of {', '.join(p.replace)}" if p.replace else ""
-            lines.append(f"pulumi up{extra}")
-        elif step is Step.VERIFY:
-            lines.append(f"wait until {', '.join(p.verify)} answer healthy")
-    return lines
-
-
 class Remediator:
     def __init__(self, *, stack_file: str | Path, state_dir: str | Path, backend: StateBackend,
                  journal: Journal, alerter: Alerter, verifier: Verifier, fencer: Fencer = fence,
@@ -115,11 +86,10 @@ class Remediator:
         self.up_attempts = max(1, up_attempts)
         self.backoff_s = backoff_s
         self.sleep = sleep
-        # Called with the step just before it runs (the bench uses it to time "up started").
-        self.on_step: Callable[[Step], None] = lambda step: None
 
-    def execute(self, p: Plan, trigger: str) -> Outcome:
-        """Run a new plan from its first step."""
+    def execute(self, p: Plan, trigger: str, precheck: Callable[[], None] | None = None) -> Outcome:
+        """Run a new plan from its first step. `precheck` runs under the lock before anything is
+        journaled: it raises (RemediationRefused, ...) when the world no longer allows the plan."""
         if not p.steps:
             raise RemediationRefused(f"nothing to run: {p.reason}")
         with RemediationLock(self.state_dir):
@@ -132,6 +102,8 @@ class Remediator:
                 # Before anything happens: fencing a host and then finding no Pulumi CLI would
                 # leave the cluster worse off than doing nothing.
                 self.backend.check()
+            if precheck is not None:
+                precheck()
             rid = self.journal.begin(p, trigger)
             log.info("remediation %s: %s", rid, p.reason)
             return self._run(rid, p, frozenset(), resumed=False)
@@ -152,7 +124,6 @@ class Remediator:
             if step in done:
                 continue
             self.journal.step(rid, step, STARTED)
-            self.on_step(step)
             try:
                 detail = self._do(rid, step, p)
             except VerifyFailed as err:

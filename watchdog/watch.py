@@ -11,100 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Hashable
 
-from components.stack_file import load_topology, stack_path
-from components.topology import SSH_PORT, Node, Topology
-from watchdog.alert import Alerter
-from watchdog.deploy import Deployer
+from components.topology import Topology
+from watchdog.context import Context
 from watchdog.detect import Detector, Failures, Health, classify
 from watchdog.errors import WatchdogError
-from watchdog.fence import DEFAULT_FENCE_TIMEOUT_S, fence
-from watchdog.journal import Journal
+from watchdog.events import Event, EventKind
 from watchdog.jsonlog import fields
 from watchdog.plan import Action, Plan, plan
-from watchdog.probe import Prober
+from watchdog.present import describe
 from watchdog.reasons import Reason
-from watchdog.remediate import Fencer, Outcome, Remediator, StateBackend, backoff_delay, describe
+from watchdog.remediate import Outcome, backoff_delay
 from watchdog.schedule import Sweeper
-from watchdog.target import ProbeResult, TargetKey, targets
+from watchdog.target import TargetKey
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Context:
-    """Where a stack lives and how to reach things; shared by every command."""
-
-    project_dir: Path
-    stack: str
-    state_dir: Path
-    pulumi_root: Path | None = None
-    url_for: Callable[[Node], str] | None = None  # tests point probes at local servers
-    ssh_port: int = SSH_PORT
-    fencer: Fencer = fence
-    fence_timeout_s: float = DEFAULT_FENCE_TIMEOUT_S
-    backend: StateBackend | None = None
-    up_attempts: int = 3
-    backoff_s: float = 15.0
-    max_failures: int = 8  # failed attempts before an open remediation is abandoned
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.time
-    alerter: Alerter | None = None
-    journal: Journal = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.journal = Journal(self.state_dir, self.clock)
-
-    @property
-    def stack_file(self) -> Path:
-        return stack_path(self.project_dir, self.stack)
-
-    def topology(self) -> Topology:
-        return load_topology(self.stack_file)
-
-    def alerts(self, topology: Topology) -> Alerter:
-        if self.alerter is None:
-            self.alerter = Alerter(topology.watchdog.webhook_url, self.stack)
-        return self.alerter
-
-    def deployer(self) -> StateBackend:
-        """One backend per context: the CLI is found and the stack selected once, not per step."""
-        if self.backend is None:
-            self.backend = Deployer(self.project_dir, self.stack, pulumi_root=self.pulumi_root)
-        return self.backend
-
-    def remediator(self, topology: Topology) -> Remediator:
-        return Remediator(stack_file=self.stack_file, state_dir=self.state_dir, backend=self.deployer(),
-                          journal=self.journal, alerter=self.alerts(topology), verifier=self.verify,
-                          fencer=self.fencer, fence_timeout_s=self.fence_timeout_s,
-                          up_attempts=self.up_attempts, backoff_s=self.backoff_s, sleep=self.sleep)
-
-    def verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
-        """Probe `nodes` until each answered healthy once; the ones that never did."""
-        return asyncio.run(self._verify(topology, nodes, timeout_s))
-
-    async def _verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
-        wanted = {TargetKey.node(n) for n in nodes}
-        items = [t for t in targets(topology, self.url_for, self.ssh_port) if t.key in wanted]
-        settings = topology.watchdog
-        deadline = time.monotonic() + timeout_s
-        async with Prober(settings.probe_timeout_s) as prober:
-            while items:
-                results = await prober.probe_all(items)
-                healthy = {r.key for r in results if r.ok}
-                items = [t for t in items if t.key not in healthy]
-                if not items or time.monotonic() >= deadline:
-                    break
-                await asyncio.sleep(min(settings.interval_s, max(0.0, deadline - time.monotonic())))
-        return sorted(t.name for t in items)
-
-    async def probe_all(self, topology: Topology) -> list[ProbeResult]:
-        async with Prober(topology.watchdog.probe_timeout_s) as prober:
-            return await prober.probe_all(targets(topology, self.url_for, self.ssh_port))
 
 
 VerdictKey = tuple[Reason, tuple[str, ...], tuple[str, ...]]
@@ -129,8 +51,6 @@ class Watchdog:
         self.outcomes: list[Outcome] = []
         self.errors: list[WatchdogError] = []
         self._background: set[asyncio.Task[bool]] = set()
-        # For the bench: called when a plan that changes something is handed to the worker.
-        self.on_remediation: Callable[[Plan], None] = lambda p: None
 
     def rounds_for_once(self) -> int:
         s = self.topology.watchdog
@@ -141,7 +61,7 @@ class Watchdog:
         s = self.topology.watchdog
         rounds = self.rounds_for_once() if once else max_rounds
         done = 0
-        async with Prober(s.probe_timeout_s) as prober:
+        async with self.ctx.prober(s.probe_timeout_s) as prober:
             sweeper = Sweeper(prober, self.detector, s, on_change=self._log_change)
             try:
                 if not self.dry_run:
@@ -171,14 +91,15 @@ class Watchdog:
         except WatchdogError as err:
             log.error("%s (remediations will fail until this is fixed)", err)
 
-    @staticmethod
-    def _log_change(key: TargetKey, h: Health) -> None:
+    def _log_change(self, key: TargetKey, h: Health) -> None:
+        data = {"target": str(key), "state": h.state.value, "error": h.last_error}
         log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "",
-                 extra=fields("health", target=str(key), state=h.state.value, error=h.last_error))
+                 extra=fields("health", **data))
+        self.ctx.events(Event(EventKind.HEALTH, data))
 
     async def tick(self, sweeper: Sweeper) -> None:
         """One round of probes (suspects in fast lanes are left to them), then decide."""
-        await sweeper.round(targets(self.topology, self.ctx.url_for, self.ctx.ssh_port))
+        await sweeper.round(self.ctx.targets(self.topology))
         if self._task is not None:
             if not self._task.done():
                 return
@@ -243,7 +164,6 @@ class Watchdog:
             self._adopt(current)
             return
         self._decision(p, failures)
-        self.on_remediation(p)
         remediator = self.ctx.remediator(self.topology)
         self._task = asyncio.create_task(asyncio.to_thread(remediator.execute, p, "detected"))
 
@@ -274,7 +194,7 @@ class Watchdog:
     def _adopt(self, topology: Topology) -> None:
         """Watch `topology` from now on; a node that moved is a new VM, judged afresh."""
         old, self.topology = self.topology, topology
-        self.detector.forget_except(t.key for t in targets(topology, self.ctx.url_for, self.ctx.ssh_port))
+        self.detector.forget_except(t.key for t in self.ctx.targets(topology))
         self.detector.forget(TargetKey.node(name) for name, node in topology.nodes.items()
                              if name not in old.nodes or old.nodes[name].host != node.host)
 

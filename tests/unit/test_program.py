@@ -17,7 +17,7 @@ from components.roles.lb import HAPROXY_CFG
 from components.stack_file import load_topology, stack_path
 from components.topology import Role, Topology
 from components.vm import GIB, mac_address
-from tests.unit.conftest import PROJECT_DIR, STACKS, Evaluation, evaluate, stack_config, walk_plain
+from tests.unit.harness import PROJECT_DIR, STACKS, Evaluation, evaluate, stack_config, walk_plain
 
 PROVIDER = "pulumi:providers:libvirt"
 POOL = "libvirt:index/pool:Pool"

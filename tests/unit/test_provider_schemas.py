@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
-from tests.unit.conftest import Evaluation, evaluate
+from tests.unit.harness import Evaluation, evaluate
 
 SCHEMA_DIR = Path(__file__).resolve().parents[3] / "shared" / "schemas"
 SCHEMA_FILES = {

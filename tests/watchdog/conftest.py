@@ -17,41 +17,14 @@ from typing import Any
 import pytest
 
 from components.stack_file import load_topology, stack_path
-from components.topology import HEALTH_ENDPOINTS, Node, Topology
+from components.topology import Topology
 from tests.netutil import free_port
 from tests.watchdog import standin_pulumi
+from tests.watchdog.loopback_stack import TEST_STACK
+from tests.watchdog.seams import redirect
+from watchdog.probe import TransportFactory
 
 REPO = Path(__file__).resolve().parents[2]
-
-# A cluster whose every address is on loopback, so tests can serve and probe it for real.
-TEST_STACK = """\
-# test stack: everything on 127.0.0.0/8
-config:
-  mac:network: {bridge: br0, cidr: 127.0.0.0/8, gateway: 127.0.0.1}
-  mac:image: {source: /srv/images/debian-12.qcow2}
-  mac:hosts:
-    kvm1: {uri: "qemu+ssh://root@127.0.1.1/system", address: 127.0.1.1, fence: "true"}
-    kvm2: {uri: "qemu+ssh://root@127.0.1.2/system", address: 127.0.1.2, fence: "true"}
-    kvm3: {uri: "qemu+ssh://root@127.0.1.3/system", address: 127.0.1.3, fence: none}
-    spare1: {uri: "qemu+ssh://root@127.0.1.21/system", address: 127.0.1.21, fence: "true"}
-  mac:spares: [spare1]
-  mac:failedHosts: []
-  mac:nodes:
-    db1: {role: mysql, host: kvm1, ip: 127.0.2.11}
-    db2: {role: mysql, host: kvm2, ip: 127.0.2.12}
-    web1: {role: web, host: kvm1, ip: 127.0.2.21}
-    web2: {role: web, host: kvm2, ip: 127.0.2.22}
-    lb1: {role: lb, host: kvm3, ip: 127.0.2.10}
-  mac:dbRootPassword:
-    secure: v1:c2VjcmV0LW5vdC1yZWFsbHk=
-  mac:watchdog:
-    interval: 0.05
-    probeTimeout: 0.3
-    failThreshold: 3
-    failAfter: 0.1
-    recoverThreshold: 2
-    verifyTimeout: 3
-"""
 
 
 @pytest.fixture
@@ -197,8 +170,9 @@ class Servers:
         for address in list(self._servers):
             self.down(address)
 
-    def url_for(self, node: Node) -> str:
-        return f"http://{node.ip}:{self.port}{HEALTH_ENDPOINTS[node.role].path}"
+    def transport(self) -> TransportFactory:
+        """Probes of every target reach these servers (same IP, the servers' port)."""
+        return redirect(self.port)
 
     def serve(self, topology: Topology) -> None:
         """Every node and every live host of `topology`, healthy."""

@@ -15,15 +15,18 @@ from components.stack_file import load_topology, stack_path
 from tests.watchdog.conftest import Servers, StandIn
 from tests.watchdog.state_fixture import exported
 from watchdog.cli import app, main
+from watchdog.context import Seams
+from watchdog.journal import Journal
 
 runner = CliRunner()
 
 
-def invoke(project: Path, *args: str, stack: str = "test", input: str | None = None):
+def invoke(project: Path, *args: str, stack: str = "test", input: str | None = None,
+           seams: Seams | None = None):
     common = ["--project-dir", str(project), "--state-dir", str(project / "state")]
     if stack:
         common += ["--stack", stack]
-    result = runner.invoke(app, [*args, *common], input=input)
+    result = runner.invoke(app, [*args, *common], input=input, obj=seams or Seams())
     assert "Traceback" not in result.output
     return result
 
@@ -82,13 +85,13 @@ def test_validate_still_works(project: Path) -> None:
 def test_status_table_json_and_exit_codes(project: Path, servers: Servers) -> None:
     topology = load_topology(stack_path(project, "test"))
     servers.serve(topology)
-    ports = ["--http-port", str(servers.port), "--ssh-port", str(servers.port)]
-    result = invoke(project, "status", "--json", *ports)
+    seams = Seams(transport=servers.transport())
+    result = invoke(project, "status", "--json", seams=seams)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["healthy"] and len(out["targets"]) == 9
     servers.down("127.0.2.21")  # web1
-    result = invoke(project, "status", *ports)
+    result = invoke(project, "status", seams=seams)
     assert result.exit_code == 1
     row = next(line for line in result.stdout.splitlines() if line.startswith("node  web1"))
     assert "down" in row and "connection refused" in row
@@ -142,7 +145,7 @@ def test_run_once_dry_run_logs_and_changes_nothing(project: Path, servers: Serve
         servers.down(address)
     before = stack_path(project, "test").read_text()
     result = invoke(project, "run", "--once", "--dry-run", "--pulumi-root", str(standin.root),
-                    "--http-port", str(servers.port), "--ssh-port", str(servers.port))
+                    seams=Seams(transport=servers.transport()))
     assert result.exit_code == 1  # something is unhealthy
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "dry-run: host kvm1 failed: move db1, web1 to spare1; would: fence kvm1" in logged
@@ -157,16 +160,22 @@ def test_reclaim(project: Path, servers: Servers, monkeypatch: pytest.MonkeyPatc
     from components.stack_file import write_topology
     write_topology(path, failed)
     monkeypatch.setattr("watchdog.reclaim.shutil.which", lambda name: None)
-    port = ["--ssh-port", str(servers.port)]
-    result = invoke(project, "reclaim", "kvm1", *port)
+    seams = Seams(transport=servers.transport())
+    result = invoke(project, "reclaim", "kvm1", seams=seams)
     assert result.exit_code == 1 and "not reachable" in result.stderr
     servers.up("127.0.1.1")
-    result = invoke(project, "reclaim", "kvm1", *port)
+    result = invoke(project, "reclaim", "kvm1", seams=seams)
     assert result.exit_code == 1 and "virsh is not installed" in result.stderr and "--force" in result.stderr
-    result = invoke(project, "reclaim", "kvm1", "--force", *port)
+    result = invoke(project, "reclaim", "kvm1", "--force", seams=seams)
     assert result.exit_code == 0, result.output
     t = load_topology(path)
     assert (t.spares, t.failed_hosts) == (("kvm1",), ())
+    # Journaled like any remediation: planned, its one step, finished; history ignores it.
+    journal = Journal(project / "state")
+    events = [(e["event"], e.get("step"), e.get("status") or e.get("outcome")) for e in journal.entries()]
+    assert events == [("planned", None, None), ("step", "write_config", "started"),
+                      ("step", "write_config", "done"), ("finished", None, "ok")]
+    assert journal.entries()[0]["plan"]["code"] == "host_reclaimed" and journal.pending() is None
 
 
 def test_reclaim_refuses_while_our_domains_remain(project: Path, servers: Servers,
@@ -175,9 +184,9 @@ def test_reclaim_refuses_while_our_domains_remain(project: Path, servers: Server
     from components.stack_file import write_topology
     write_topology(path, load_topology(path).move_nodes(["db1", "web1"], "spare1").with_(
         spares=(), failed_hosts=("kvm1",)))
-    monkeypatch.setattr("watchdog.cli.list_domains", lambda host: ["web1", "other-vm"])
+    monkeypatch.setattr("watchdog.reclaim.list_domains", lambda host: ["web1", "other-vm"])
     servers.up("127.0.1.1")
-    result = invoke(project, "reclaim", "kvm1", "--ssh-port", str(servers.port))
+    result = invoke(project, "reclaim", "kvm1", seams=Seams(transport=servers.transport()))
     assert result.exit_code == 1 and "still has our domains web1" in result.stderr
 
 

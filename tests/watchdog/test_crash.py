@@ -4,22 +4,21 @@ restarted watchdog resumes at `up` and repeats nothing. Uses the STAND-IN pulumi
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from components.stack_file import load_topology, stack_path
 from tests.watchdog.conftest import REPO, Servers, StandIn
+from tests.watchdog.seams import cli_command
 from tests.watchdog.state_fixture import exported
-from watchdog.journal import KILL_AFTER_ENV, Journal
+from watchdog.journal import Journal
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from watchdog.cli import main; main()", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+def cli(*args: str, port: int | None = None,
+        kill: tuple[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cli_command(port, kill), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
 
 
 def test_standin_cli_crash_after_config_written_resumes_at_up(
@@ -35,7 +34,7 @@ def test_standin_cli_crash_after_config_written_resumes_at_up(
     common = ["--stack", "test", "--project-dir", str(project), "--state-dir", str(state_dir),
               "--pulumi-root", str(standin.root)]
 
-    first = cli("failover", "kvm1", "--yes", *common, env={KILL_AFTER_ENV: "write_config:done"})
+    first = cli("failover", "kvm1", "--yes", *common, kill=("write_config", "done"))
     assert first.returncode == -signal.SIGKILL, first.stderr
     pending = Journal(state_dir).pending()
     assert pending is not None and pending.next_step is not None and pending.next_step.value == "up"
@@ -46,8 +45,7 @@ def test_standin_cli_crash_after_config_written_resumes_at_up(
 
     # The restart: the servers of the new topology answer; `run --once` resumes and finishes.
     servers.serve(load_topology(stack_file))
-    second = cli("run", "--once", *common, "--http-port", str(servers.port),
-                 "--ssh-port", str(servers.port))
+    second = cli("run", "--once", *common, port=servers.port)
     assert second.returncode == 0, second.stderr
     assert "resuming at step up" in second.stderr
     after = standin.commands()[len(calls_before):]

@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from components.stack_file import load_topology, stack_path
-from tests.watchdog.conftest import Servers, StandIn
+from tests.watchdog.conftest import REPO, Servers, StandIn
+from tests.watchdog.seams import cli_command
 from watchdog.cli import app
+from watchdog.context import Seams
 from watchdog.jsonlog import FIELDS_ATTR, JsonFormatter, fields
 
 KVM1_DOWN = ("127.0.1.1", "127.0.2.11", "127.0.2.21")  # kvm1, db1, web1
@@ -40,8 +41,7 @@ def _serve_with_kvm1_down(project: Path, servers: Servers) -> list[str]:
     servers.serve(load_topology(stack_path(project, "test")))
     for address in KVM1_DOWN:
         servers.down(address)
-    return ["--project-dir", str(project), "--state-dir", str(project / "state"), "--stack", "test",
-            "--http-port", str(servers.port), "--ssh-port", str(servers.port)]
+    return ["--project-dir", str(project), "--state-dir", str(project / "state"), "--stack", "test"]
 
 
 def test_run_dry_run_logs_one_decision_record_with_the_plan(
@@ -49,7 +49,8 @@ def test_run_dry_run_logs_one_decision_record_with_the_plan(
     caplog.set_level(logging.INFO)
     common = _serve_with_kvm1_down(project, servers)
     result = CliRunner().invoke(app, ["run", "--once", "--dry-run", "--json-log",
-                                      "--pulumi-root", str(standin.root), *common])
+                                      "--pulumi-root", str(standin.root), *common],
+                                obj=Seams(transport=servers.transport()))
     assert result.exit_code == 1, result.output
     events = [getattr(r, FIELDS_ATTR) for r in caplog.records if hasattr(r, FIELDS_ATTR)]
     decisions = [e for e in events if e["event"] == "decision"]
@@ -68,9 +69,10 @@ def test_run_dry_run_logs_one_decision_record_with_the_plan(
 def test_run_json_log_writes_json_lines_on_stderr(project: Path, servers: Servers,
                                                   standin: StandIn) -> None:
     common = _serve_with_kvm1_down(project, servers)
-    out = subprocess.run([sys.executable, "-c", "from watchdog.cli import main; main()", "run",
+    out = subprocess.run([*cli_command(port=servers.port), "run",
                           "--once", "--dry-run", "--json-log", "--pulumi-root", str(standin.root),
-                          *common], capture_output=True, text=True, timeout=60, check=False)
+                          *common], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         check=False)
     assert out.returncode == 1, out.stderr
     entries = [json.loads(line) for line in out.stderr.splitlines()]  # every line is JSON
     assert [e["plan"]["action"] for e in entries if e.get("event") == "decision"] == ["failover"]

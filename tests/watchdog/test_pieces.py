@@ -22,8 +22,9 @@ from watchdog.http1 import Connection
 from watchdog.journal import DONE, STARTED, Journal
 from watchdog.lock import RemediationLock
 from watchdog.plan import Action, Step, plan
+from watchdog.present import describe
 from watchdog.reasons import Reason
-from watchdog.remediate import backoff_delay, describe
+from watchdog.remediate import backoff_delay
 
 
 def host(fence_cmd: str | None) -> Host:

@@ -43,6 +43,26 @@ class Probe:
     fast: bool
 
 
+class ScriptedTransport:
+    """A transport whose targets answer as their scripts say, in virtual time."""
+
+    def __init__(self, prober: ScriptedProber) -> None:
+        self.prober = prober
+
+    async def http_get(self, key: TargetKey, url: str) -> int:
+        return 200 if await self.prober.answer(self.prober.scripts[key]) == "ok" else 503
+
+    async def connect(self, address: str) -> None:
+        if await self.prober.answer(self.prober.by_address[address]) != "ok":
+            raise ConnectionRefusedError
+
+    def drop(self, key: TargetKey) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
 class ScriptedProber(Prober):
     """The real Prober (slots, timeout, stamps) with the network replaced by scripts."""
 
@@ -50,7 +70,8 @@ class ScriptedProber(Prober):
                  fast_concurrency: int = DEFAULT_FAST_CONCURRENCY) -> None:
         loop = asyncio.get_running_loop()
         super().__init__(DEFAULTS.probe_timeout_s, concurrency, clock=loop.time,
-                         fast_concurrency=fast_concurrency)
+                         fast_concurrency=fast_concurrency,
+                         transport=lambda timeout_s, connections: ScriptedTransport(self))
         self.scripts = scripts
         self.by_address: dict[str, Script] = {}
         self.t0 = t0
@@ -65,19 +86,12 @@ class ScriptedProber(Prober):
         self.results.append(replace(result, at=result.at - self.t0, asked_at=asked - self.t0))
         return result
 
-    async def _answer(self, script: Script) -> str:
+    async def answer(self, script: Script) -> str:
         how = script(self.clock() - self.t0)
         if how == "hang":
             await asyncio.sleep(3600)
         await asyncio.sleep(LATENCY)
         return how
-
-    async def _http(self, key: TargetKey, url: str) -> int:
-        return 200 if await self._answer(self.scripts[key]) == "ok" else 503
-
-    async def _tcp(self, address: str) -> None:  # type: ignore[override]
-        if await self._answer(self.by_address[address]) != "ok":
-            raise ConnectionRefusedError
 
     def asked(self, key: TargetKey, fast: bool | None = None) -> list[float]:
         return [p.asked for p in self.log if p.key == key and (fast is None or p.fast == fast)]

@@ -16,7 +16,9 @@ import pytest
 from components.stack_file import load_topology, stack_path
 from components.topology import Host, Topology
 from tests.watchdog.conftest import Servers, StandIn
+from tests.watchdog.seams import Recorder
 from tests.watchdog.state_fixture import exported
+from watchdog.context import Context
 from watchdog.deploy import Deployer
 from watchdog.detect import Failures
 from watchdog.errors import DeployFailed, PulumiNotFound, StackLocked
@@ -24,7 +26,6 @@ from watchdog.fence import FenceResult
 from watchdog.journal import Journal
 from watchdog.plan import Step, plan
 from watchdog.state import urn_name
-from watchdog.watch import Context
 
 S = "test"
 
@@ -59,8 +60,8 @@ def make_ctx(project: Path, standin: StandIn, servers: Servers, tmp_path: Path,
     backend = Deployer(project, S, pulumi_root=standin.root, lock_wait_s=0.0,
                        sleep=lambda s: None, **deployer)  # type: ignore[arg-type]
     ctx = Context(project_dir=project, stack=S, state_dir=tmp_path / "state",
-                  url_for=servers.url_for, ssh_port=servers.port, fencer=fences, backend=backend,
-                  up_attempts=2, backoff_s=0.0, sleep=lambda s: None)
+                  transport=servers.transport(), fencer=fences, backend=backend,
+                  up_attempts=2, backoff_s=0.0, sleep=lambda s: None, events=Recorder())
     return ctx, fences
 
 
@@ -119,7 +120,8 @@ def test_standin_cli_failing_up_keeps_the_change_and_resumes_at_up(
     pending = Journal(tmp_path / "state").pending()
     assert pending is not None and pending.next_step is Step.UP and pending.failures == 2
     assert [a[0] for a in standin.commands()].count("up") == 2
-    assert len(ctx.alerts(topology).sent) == 2  # one per failed try, always logged
+    assert isinstance(ctx.events, Recorder)
+    assert [a["event"] for a in ctx.events.alerts()] == ["up_failed", "remediation_failed"]
 
     before = len(standin.commands())
     outcome = ctx.remediator(topology).resume()

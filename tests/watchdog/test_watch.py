@@ -9,17 +9,20 @@ from pathlib import Path
 from components.stack_file import load_topology, stack_path
 from components.topology import Host, Topology
 from tests.watchdog.conftest import Servers, StandIn
+from tests.watchdog.seams import Recorder
 from tests.watchdog.state_fixture import exported
-from watchdog.alert import Alerter
+from watchdog.context import Context
 from watchdog.deploy import Deployer
+from watchdog.events import Event, EventKind, EventSink
 from watchdog.fence import FenceResult
 from watchdog.journal import Journal
 from watchdog.plan import Action, Step
-from watchdog.watch import Context, Watchdog
+from watchdog.target import TargetKey
+from watchdog.watch import Watchdog
 
 
 def context(project: Path, standin: StandIn, servers: Servers, tmp_path: Path,
-            on_fence: list[str] | None = None) -> Context:
+            on_fence: list[str] | None = None, events: EventSink | None = None) -> Context:
     fenced = on_fence if on_fence is not None else []
 
     def fencer(host: Host, timeout_s: float) -> FenceResult:
@@ -27,9 +30,9 @@ def context(project: Path, standin: StandIn, servers: Servers, tmp_path: Path,
         return FenceResult(host.name, skipped=False, returncode=0)
 
     return Context(project_dir=project, stack="test", state_dir=tmp_path / "state",
-                   url_for=servers.url_for, ssh_port=servers.port, fencer=fencer,
+                   transport=servers.transport(), fencer=fencer,
                    backend=Deployer(project, "test", pulumi_root=standin.root),
-                   alerter=Alerter(None, "test"), backoff_s=0.0, sleep=lambda s: None)
+                   backoff_s=0.0, sleep=lambda s: None, events=events or Recorder())
 
 
 def test_standin_cli_run_loop_detects_a_dead_host_and_fails_over(
@@ -38,17 +41,17 @@ def test_standin_cli_run_loop_detects_a_dead_host_and_fails_over(
     servers.serve(topology)
     standin.set_state(exported())
     fenced: list[str] = []
-    ctx = context(project, standin, servers, tmp_path, fenced)
+
+    def moved(event: Event) -> None:
+        # What `up` would do for real: the nodes boot on the spare with their own IPs.
+        if event.kind is EventKind.JOURNALED and event.data.get("event") == "planned":
+            servers.up("127.0.2.11")
+            servers.up("127.0.2.21")
+
+    ctx = context(project, standin, servers, tmp_path, fenced, events=moved)
     for address in ("127.0.1.1", "127.0.2.11", "127.0.2.21"):  # kvm1 and its nodes die
         servers.down(address)
-
-    def moved(plan: object) -> None:
-        # What `up` would do for real: the nodes boot on the spare with their own IPs.
-        servers.up("127.0.2.11")
-        servers.up("127.0.2.21")
-
     watchdog = Watchdog(ctx)
-    watchdog.on_remediation = moved
     code = asyncio.run(watchdog.run(once=True))
     assert code == 0
     [outcome] = watchdog.outcomes
@@ -57,7 +60,7 @@ def test_standin_cli_run_loop_detects_a_dead_host_and_fails_over(
     t = load_topology(stack_path(project, "test"))
     assert t.failed_hosts == ("kvm1",) and t.nodes["db1"].host == "spare1"
     assert watchdog.topology == t  # the loop watches the new cluster
-    assert "host:kvm1" not in watchdog.detector.health
+    assert TargetKey.host("kvm1") not in watchdog.detector.health
 
 
 def test_isolation_acts_on_nothing_and_alerts(
@@ -73,8 +76,8 @@ def test_isolation_acts_on_nothing_and_alerts(
     # only the warm-up at start (find the CLI, select the stack): no export, import or up
     assert standin.commands() == [["version"], ["stack", "select", "--stack", "test"]]
     assert stack_path(project, "test").read_text() == before
-    assert ctx.alerter is not None
-    refusals = [a for a in ctx.alerter.sent if a["event"] == "refused"]
+    assert isinstance(ctx.events, Recorder)
+    refusals = ctx.events.alerts("refused")
     assert len(refusals) == 1 and "suspecting the watchdog's own network" in refusals[0]["message"]
     assert Journal(tmp_path / "state").entries() == []
 
@@ -119,5 +122,5 @@ def test_a_remediation_that_keeps_failing_is_abandoned_not_blocking_forever(
     entries = Journal(tmp_path / "state").entries()
     outcomes = [e["outcome"] for e in entries if e.get("event") == "finished"]
     assert "abandoned" in outcomes
-    assert ctx.alerter is not None and any(a["event"] == "abandoned" for a in ctx.alerter.sent)
+    assert isinstance(ctx.events, Recorder) and ctx.events.alerts("abandoned")
     assert load_topology(stack_path(project, "test")).failed_hosts == ("kvm1",)  # change kept
