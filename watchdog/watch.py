@@ -92,8 +92,11 @@ class Watchdog:
             log.error("%s (remediations will fail until this is fixed)", err)
 
     def _log_change(self, key: TargetKey, h: Health) -> None:
-        data = {"target": str(key), "state": h.state.value, "error": h.last_error}
-        log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "",
+        """A target changed state, or the dependency it reports degraded changed."""
+        data = {"target": str(key), "state": h.state.value, "error": h.last_error,
+                "degraded": h.degraded}
+        detail = h.last_error or (f"works; degraded: {h.degraded}" if h.degraded else None)
+        log.info("%s is %s%s", key, h.state.value, f" ({detail})" if detail else "",
                  extra=fields("health", **data))
         self.ctx.events(Event(EventKind.HEALTH, data))
 
@@ -106,10 +109,16 @@ class Watchdog:
             await self._finish_task()
         if self._maybe_resume():
             return
-        failures = classify(self.topology, self.detector.health)
+        failures = classify(self.topology, self.detector.health, now=sweeper.prober.clock())
         for note in failures.notes:
-            self._say(note.key, note.message,
-                      fields("note", note=note.message, code=note.code.value, about=list(note.about)))
+            said = self._say(note.key, note.message, fields(
+                "note", note=note.message, code=note.code.value, about=list(note.about)))
+            if said and note.code is Reason.DEPENDENT_FAILURE:
+                self._alert("degraded", note.message, reason=note.code, nodes=list(note.about))
+        # A degradation that ended may be alerted again when it comes back.
+        lasting = {n.key for n in failures.notes if n.code is Reason.DEPENDENT_FAILURE}
+        self._said -= {k for k in self._said if isinstance(k, tuple) and k[:1] ==
+                       (Reason.DEPENDENT_FAILURE,) and k not in lasting}
         if failures.empty:
             self._last_refusal = None
             return
