@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from components.stack_file import load_topology, stack_path, write_topology
-from components.topology import Role
+from components.topology import Role, Topology
 from lab.cluster import Lab
 from lab.faults import LabFaults
 from lab.load import Load
+from lab.netns import LabError
 from lab.state import REPO
 
 STACK = "lab"
@@ -113,7 +114,7 @@ class DryRun:
         self.wait("every target healthy" + (", nothing degraded" if settled else ""),
                   lambda: {} if all(self.healthy(k, settled) for k in keys) else None, timeout_s)
 
-    def decision(self, timeout_s: float) -> Event:
+    def decision(self, timeout_s: float = 20) -> Event:
         return self.wait("decision", lambda: next(iter(self.of("decision")), None), timeout_s)
 
     def stop(self) -> int:
@@ -204,6 +205,65 @@ class ScenarioResult:
         }
 
 
+def kill(*nodes: str) -> Fault:
+    def inject(b: Bench) -> None:
+        for node in nodes:
+            b.faults.kill_node(node)
+    return inject
+
+
+def kill_host(host: str) -> Fault:
+    def inject(b: Bench) -> None:
+        b.faults.kill_host(host)
+    return inject
+
+
+def stop(node: str) -> Fault:
+    def inject(b: Bench) -> None:
+        b.faults.stop_service(node)
+    return inject
+
+
+def revive(*nodes: str) -> Fault:
+    def undo(b: Bench) -> None:
+        b.faults.revive_nodes(list(nodes))
+    return undo
+
+
+def revive_hosts(*hosts: str) -> Fault:
+    def undo(b: Bench) -> None:
+        for host in hosts:
+            b.faults.revive_host(host)
+    return undo
+
+
+def isolate_watchdog(b: Bench) -> None:
+    b.lab.isolate_root()
+
+
+def end_isolation(b: Bench) -> None:
+    b.lab.end_isolation()
+
+
+def partition_from_watchdog(host: str) -> Fault:
+    def inject(b: Bench) -> None:
+        b.faults.partition_host(host, watchdog_only=True)
+    return inject
+
+
+def heal(host: str) -> Fault:
+    def undo(b: Bench) -> None:
+        b.faults.heal_host(host)
+    return undo
+
+
+def both(first: Fault, second: Fault) -> Fault:
+    def undo(b: Bench) -> None:
+        first(b)
+        second(b)
+    return undo
+
+
 class Bench:
     """One live lab, the faults on it, and a fresh dry-run watchdog per row."""
 
@@ -215,42 +275,13 @@ class Bench:
         self.project = watchdog_project(self.workdir / "project")
         self._runs = 0
 
-    # faults and their undoing, as rows use them
-    @staticmethod
-    def kill(*nodes: str) -> Fault:
-        def inject(b: Bench) -> None:
-            for node in nodes:
-                b.faults.kill_node(node)
-        return inject
-
-    @staticmethod
-    def kill_host(host: str) -> Fault:
-        def inject(b: Bench) -> None:
-            b.faults.kill_host(host)
-        return inject
-
-    @staticmethod
-    def stop(node: str) -> Fault:
-        def inject(b: Bench) -> None:
-            b.faults.stop_service(node)
-        return inject
-
-    @staticmethod
-    def revive(*nodes: str) -> Fault:
-        def undo(b: Bench) -> None:
-            b.faults.revive_nodes(list(nodes))
-        return undo
-
-    @staticmethod
-    def revive_hosts(*hosts: str) -> Fault:
-        def undo(b: Bench) -> None:
-            for host in hosts:
-                b.faults.revive_host(host)
-        return undo
-
     def run(self, scenario: Scenario) -> ScenarioResult:
         """One row: a fresh watchdog, its baseline, each phase's fault and window, then undo."""
         self._runs += 1
+        try:
+            self.settle()
+        except LabError:
+            self.rebuild()
         watchdog = DryRun(self.project, self.workdir / f"state-{self._runs}")
         load: Load | None = None
         result = ScenarioResult(scenario.name, [])
@@ -296,11 +327,10 @@ class Bench:
         self.lab.up()
 
 
-def matrix(b: Bench) -> list[Scenario]:
+def matrix(t: Topology) -> list[Scenario]:
     """The rows: each node killed, each host killed, each service stopped with its machine alive,
     the web tier down, a DB node killed under writes, one node dead and then a host, the watchdog
     isolated, a host partitioned from the watchdog only."""
-    t = b.lab.topology
     db1, db2 = (n.name for n in t.nodes_of(Role.MYSQL))
     web1, web2 = [n.name for n in t.nodes_of(Role.WEB)][:2]
     lb1 = t.nodes_of(Role.LB)[0].name
@@ -316,37 +346,30 @@ def matrix(b: Bench) -> list[Scenario]:
             writes: bool = False) -> Scenario:
         return Scenario(name, (Phase(fault, inject, expected),), undo, writes)
 
-    rows = [one(f"{n} killed", f"kill {n}", b.kill(n), f"replace {n}", b.revive(n))
+    rows = [one(f"{n} killed", f"kill {n}", kill(n), f"replace {n}", revive(n))
             for n in (db1, db2, web1, web2, lb1)]
-    rows += [one(f"host {h} killed", f"kill-host {h}", b.kill_host(h),
-                 f"failover {h}: move {nodes_of(h)} to {spare}", b.revive_hosts(h))
+    rows += [one(f"host {h} killed", f"kill-host {h}", kill_host(h),
+                 f"failover {h}: move {nodes_of(h)} to {spare}", revive_hosts(h))
              for h in (host(db1), host(db2), host(lb1))]
-    rows.append(one(f"spare {spare} killed", f"kill-host {spare}", b.kill_host(spare),
-                    f"none: idle_host_failed {spare}", b.revive_hosts(spare)))
-    rows += [one(f"{what} stopped on {n}", f"stop-service {n}", b.stop(n), f"replace {n}",
-                 b.revive(n)) for n, what in ((db1, "mariadbd"), (web1, "apache2"),
-                                              (lb1, "haproxy"))]
-    rows.append(one("web tier down", f"kill {web1} {web2}", b.kill(web1, web2),
-                    f"replace {web1}, {web2}", b.revive(web1, web2)))
-    rows.append(one(f"{db2} killed under writes", f"kill {db2} (writes through the LB)",
-                    b.kill(db2), f"replace {db2}", b.revive(db2), writes=True))
+    rows.append(one(f"spare {spare} killed", f"kill-host {spare}", kill_host(spare),
+                    f"none: idle_host_failed {spare}", revive_hosts(spare)))
+    rows += [one(f"{what} stopped on {n}", f"stop-service {n}", stop(n), f"replace {n}", revive(n))
+             for n, what in ((db1, "mariadbd"), (web1, "apache2"), (lb1, "haproxy"))]
+    rows.append(one("web tier down", f"kill {web1} {web2}", kill(web1, web2),
+                    f"replace {web1}, {web2}", revive(web1, web2)))
+    rows.append(one(f"{db2} killed under writes", f"kill {db2} (writes through the LB)", kill(db2),
+                    f"replace {db2}", revive(db2), writes=True))
     other = host(db2)  # the host of the other web node: every web node is then dead
-    def undo_both(bench: Bench) -> None:
-        bench.revive_hosts(other)(bench)
-        bench.revive(web1)(bench)
-
     rows.append(Scenario(f"{web1} dead, then host {other}", (
-        Phase(f"kill {web1}", b.kill(web1), f"replace {web1}"),
-        Phase(f"kill-host {other}", b.kill_host(other),
+        Phase(f"kill {web1}", kill(web1), f"replace {web1}"),
+        Phase(f"kill-host {other}", kill_host(other),
               f"failover {other}: move {nodes_of(other)} to {spare}; replace {web1}"),
-    ), undo_both))
-    rows.append(one("watchdog isolated", "cut the watchdog off the lab network",
-                    lambda bench: bench.lab.isolate_root(), "refuse: isolation_suspected",
-                    lambda bench: bench.lab.end_isolation()))
+    ), both(revive_hosts(other), revive(web1))))
+    rows.append(one("watchdog isolated", "cut the watchdog off the lab network", isolate_watchdog,
+                    "refuse: isolation_suspected", end_isolation))
     h1 = host(db1)
     rows.append(one(f"host {h1} cut off from the watchdog only", f"partition {h1} --watchdog-only",
-                    lambda bench: bench.faults.partition_host(h1, watchdog_only=True),
-                    "refuse: partitioned", lambda bench: bench.faults.heal_host(h1)))
+                    partition_from_watchdog(h1), "refuse: partitioned", heal(h1)))
     return rows
 
 
@@ -355,7 +378,7 @@ def run_matrix(lab: Lab, names: Sequence[str] | None = None, window_s: float = W
     """Every row of the matrix (or those named) on `lab`, which must be up."""
     bench = Bench(lab, window_s=window_s)
     results = []
-    for scenario in matrix(bench):
+    for scenario in matrix(lab.topology):
         if names and scenario.name not in names:
             continue
         result = bench.run(scenario)
