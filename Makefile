@@ -62,3 +62,4 @@ bench: venv
 	$(PY) bench/failover.py
 	$(PY) bench/detection.py
 	$(PY) bench/mock_scale.py
+	$(PY) bench/decisions.py
