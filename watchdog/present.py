@@ -76,7 +76,8 @@ class Status:
             rows.append({"kind": t.kind.value, "name": t.name, "role": t.role,
                          "host": self.topology.nodes[t.name].host if t.kind is Kind.NODE else t.name,
                          "address": t.address, "state": "up" if r.ok else "down",
-                         "latency_ms": round(r.latency_s * 1000, 1), "error": r.error})
+                         "latency_ms": round(r.latency_s * 1000, 1), "error": r.error,
+                         "degraded": r.degraded})
         return rows
 
     def to_json(self) -> dict[str, Any]:
@@ -92,7 +93,9 @@ class Status:
         """The table for people: one aligned row per target, then spares and failed hosts."""
         header = ("KIND", "NAME", "ROLE", "HOST", "ADDRESS", "STATE", "LATENCY", "ERROR")
         table = [header] + [(r["kind"], r["name"], r["role"], r["host"], r["address"], r["state"],
-                             f"{r['latency_ms']:.1f} ms", r["error"] or "") for r in self.rows()]
+                             f"{r['latency_ms']:.1f} ms",
+                             r["error"] or (f"degraded: {r['degraded']}" if r["degraded"] else ""))
+                            for r in self.rows()]
         widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
         lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                  for row in table]
