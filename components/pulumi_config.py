@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_random as random
 
+from components.record import RECORD_OUTPUT, StackRecord, parse_record
 from components.roles import Secrets
 from components.topology import (
     BOOL_KEYS,
@@ -25,6 +26,8 @@ from components.topology import (
 
 # Generated passwords: long and alphanumeric, so they are safe in my.cnf, SQL and shell quoting.
 GENERATED_PASSWORD_LENGTH = 32
+RECORD_REFERENCE = "mac-record"  # the StackReference the program reads its own record through
+DIY_ORGANIZATION = "organization"  # what file (diy) backends call every stack's organization
 
 
 @dataclass(frozen=True)
@@ -41,20 +44,17 @@ def topology_from_config(config: pulumi.Config | None = None) -> Topology:
     config = config or pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
     for key in STRUCTURED_KEYS:
-        value = config.get_object(key)
+        try:
+            value = config.get_object(key)
+        except pulumi.ConfigTypeError:
+            value = config.get(key)  # not JSON: the model says what the key must hold
         if value is not None:
             raw[key] = value
-    for key in STRING_KEYS:
+    # Strings as the CLI stores them ("false" for a boolean): the model reads them as typed values.
+    for key in (*STRING_KEYS, *BOOL_KEYS):
         text = config.get(key)
         if text is not None:
             raw[key] = text
-    for key in BOOL_KEYS:
-        try:
-            flag = config.get_bool(key)
-        except pulumi.ConfigTypeError:
-            raise pulumi.RunError(f"mac:{key} = {config.get(key)!r}: must be true or false") from None
-        if flag is not None:
-            raw[key] = flag
     try:
         return parse_topology(raw)
     except TopologyError as err:
@@ -89,3 +89,12 @@ def load() -> ProgramConfig:
         secrets=load_secrets(config),
         ssh_private_key=config.get_secret("sshPrivateKey"),
     )
+
+
+def previous_record() -> pulumi.Output[StackRecord]:
+    """The record the stack's last deploy exported (an empty record before its first deploy),
+    read through a StackReference to this very stack: it lives in the backend, not in the file."""
+    organization = pulumi.get_organization() or DIY_ORGANIZATION
+    slug = f"{organization}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    reference = pulumi.StackReference(RECORD_REFERENCE, stack_name=slug)
+    return reference.get_output(RECORD_OUTPUT).apply(parse_record)

@@ -7,13 +7,18 @@ Pulumi imports: the stack file reader/writer lives in `components/stack_file.py`
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-NAMESPACE = "mac"
+from components import rules, schema
+from components.rules import FENCE_NONE as FENCE_NONE  # re-exported: the watchdog imports it here
+from components.schema import BOOL_KEYS as BOOL_KEYS
+from components.schema import NAMESPACE, path_segment, show, suggest
+from components.schema import STRING_KEYS as STRING_KEYS
+from components.schema import STRUCTURED_KEYS as STRUCTURED_KEYS
 
 
 class Role(StrEnum):
@@ -58,8 +63,7 @@ SSH_PORT = 22
 
 DEFAULT_POOL_PATH = "/var/lib/libvirt/mac"
 DOMAIN_TYPES = ("kvm", "qemu")
-URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "test")
-FENCE_NONE = "none"
+URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+unix", "test")
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,11 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        """One line, however long or hostile the value: values are shortened (schema.show)."""
+        message = " ".join(self.message.split())
         if self.value is None:
-            return f"{self.path}: {self.message}"
-        return f"{self.path} = {self.value!r}: {self.message}"
+            return f"{self.path}: {message}"
+        return f"{self.path} = {show(self.value)}: {message}"
 
 
 class TopologyError(ValueError):
@@ -154,26 +160,22 @@ class WatchdogSettings:
     replace_attempts: int = 2  # in-place replacements of a node before moving it
     verify_timeout_s: float = 600.0
     webhook_url: str | None = None
+    up_timeout_s: float = 1800.0  # a `pulumi up` running longer is cancelled and retried
     # A target whose last probe failed (suspect) is probed again this often until it is failed or
     # healthy (HAProxy's `fastinter`). Never slower than `interval_s`: when left at the default
     # under a shorter interval, the interval is used (watchdog.detect.reprobe_interval).
     suspect_interval_s: float = 0.5
+    # Several watchdogs (watchdog.leader): etcd client URLs, comma-separated; the leadership
+    # lease's TTL (whole seconds, as etcd takes it) and how often it is renewed.
+    etcd: str | None = None
+    lease_ttl_s: int = 5
+    lease_renew_s: float = 1.0
 
 
-# Stack key (camelCase, as in the stack file) -> (dataclass field, type).
+# Stack key (camelCase, as in the stack file) -> (dataclass field, type); ranges in schema.py.
 WATCHDOG_KEYS: dict[str, tuple[str, type]] = {
-    "interval": ("interval_s", float),
-    "suspectInterval": ("suspect_interval_s", float),
-    "probeTimeout": ("probe_timeout_s", float),
-    "failThreshold": ("fail_threshold", int),
-    "failAfter": ("fail_after_s", float),
-    "recoverThreshold": ("recover_threshold", int),
-    "maxUnhealthyShare": ("max_unhealthy_share", float),
-    "cooldown": ("cooldown_s", float),
-    "remediationsPerHour": ("remediations_per_hour", int),
-    "replaceAttempts": ("replace_attempts", int),
-    "verifyTimeout": ("verify_timeout_s", float),
-    "webhookUrl": ("webhook_url", str),
+    **{n.key: (n.attr, int if n.integer else float) for n in schema.WATCHDOG_NUMBERS},
+    **{key: (attr, str) for key, attr in schema.WATCHDOG_STRINGS.items()},
 }
 
 
@@ -235,7 +237,16 @@ class Topology:
 
 # --------------------------------------------------------------------------------------------
 # Parsing: raw config (the values under `mac:` keys) -> Topology, collecting every problem.
+# What each key may hold is declared in components/schema.py; the value rules in rules.py.
 # --------------------------------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    for kind, label in ((bool, "bool"), (str, "str"), (int, "int"), (float, "float"),
+                        (Mapping, "mapping"), (list, "list")):
+        if isinstance(value, kind):
+            return label
+    return "null" if value is None else type(value).__name__
 
 
 class _Collector:
@@ -245,57 +256,72 @@ class _Collector:
     def add(self, path: str, value: Any, message: str) -> None:
         self.problems.append(Problem(path, value, message))
 
-    def mapping(self, path: str, value: Any, required: bool = True) -> Mapping[str, Any] | None:
+    def mapping(self, path: str, value: Any, required: bool = True,
+                max_items: int | None = None) -> Mapping[Any, Any] | None:
         if value is None:
             if required:
                 self.add(path, None, "is missing; add it to the stack file's config")
             return None
         if not isinstance(value, Mapping):
-            self.add(path, value, f"must be a mapping, not {type(value).__name__}")
+            self.add(path, value, f"must be a mapping, not {_type_name(value)}")
+            return None
+        if max_items is not None and len(value) > max_items:
+            self.add(path, None, f"has {len(value)} entries; at most {max_items} are supported")
             return None
         return value
 
-    def string(self, path: str, value: Any, required: bool = True) -> str | None:
+    def string(self, path: str, value: Any, required: bool = True,
+               rule: Callable[[str], str | None] | None = None) -> str | None:
         if value is None or (value == "" and not required):  # "": Pulumi.yaml's default
             if required:
                 self.add(path, None, "is missing; set it to a string")
             return None
         if not isinstance(value, str) or not value.strip():
-            self.add(path, value, "must be a non-empty string")
+            self.add(path, value, f"must be a non-empty string, not {_type_name(value)}")
             return None
-        return value
+        problem = rule(value) if rule is not None else None
+        if problem is not None:
+            self.add(path, value, problem)
+            return None
+        return str(value)
 
-    def number(self, path: str, value: Any, kind: type, minimum: float = 0) -> Any:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and kind is int and not float(value).is_integer():
-            ok = False
-        if not ok:
-            self.add(path, value, f"must be a{'n integer' if kind is int else ' number'}")
-            return None
-        if value < minimum:
-            self.add(path, value, f"must be at least {minimum}")
-            return None
-        return kind(value)
+    def number(self, path: str, spec: schema.Number, value: Any) -> Any:
+        parsed, problem = spec.check(value)
+        if problem is not None:
+            self.add(path, value, problem)
+        return parsed
 
-    def string_list(self, path: str, value: Any) -> tuple[str, ...]:
+    def names(self, path: str, value: Any) -> tuple[str, ...]:
         if value is None:
             return ()
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.add(path, value, "must be a list of names, e.g. [spare1]")
             return ()
-        return tuple(value)
+        good = []
+        for i, item in enumerate(value):
+            problem = rules.name(item)
+            if problem is None:
+                good.append(str(item))
+            else:
+                self.add(f"{path}[{i}]", item, problem)
+        return tuple(good)
 
-    def unknown_keys(self, path: str, value: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    def unknown_keys(self, path: str, value: Mapping[Any, Any], allowed: Iterable[str]) -> None:
         allowed = list(allowed)
         for key in value:
             if key not in allowed:
-                self.add(f"{path}.{key}", value[key], f"unknown key; allowed: {', '.join(allowed)}")
+                self.add(f"{path}.{path_segment(key)}", value[key],
+                         f"unknown key{suggest(key, allowed)} (allowed: {', '.join(allowed)})")
 
-
-# The top-level `mac:` keys parse_topology reads, by how Pulumi config hands them over.
-STRUCTURED_KEYS = ("network", "image", "hosts", "spares", "failedHosts", "nodes", "sizes", "watchdog")
-STRING_KEYS = ("sshUser", "sshPublicKey", "clusterName")
-BOOL_KEYS = ("postBoot",)
+    def named(self, path: str, raw: Mapping[Any, Any]) -> Iterator[tuple[str, str, Any]]:
+        """(name, its path, its spec) for every entry whose name is a valid name."""
+        for name, spec in raw.items():
+            sub = f"{path}.{path_segment(name)}"
+            problem = rules.name(name) if isinstance(name, str) else "must be a name (a string)"
+            if problem is not None:
+                self.add(sub, None, problem)
+                continue
+            yield str(name), sub, spec
 
 
 def _key(name: str) -> str:
@@ -308,25 +334,33 @@ def parse_topology(raw: Mapping[str, Any]) -> Topology:
     Raises TopologyError listing every problem (types first, then the cluster rules).
     """
     c = _Collector()
+    for key in raw:
+        if key not in schema.BY_NAME:
+            c.add(f"{NAMESPACE}:{path_segment(key)}", raw[key],
+                  "unknown key" + (suggest(key, schema.BY_NAME)
+                                   or "; the README's key table lists the known ones"))
+    for key in schema.SECRET_KEYS:
+        if key in raw and (problem := rules.secret(raw[key])) is not None:
+            c.add(_key(key), None, problem)  # a secret's value is never shown
     network = _parse_network(c, raw.get("network"))
     image_raw = c.mapping(_key("image"), raw.get("image"))
     image = None
     if image_raw is not None:
-        c.unknown_keys(_key("image"), image_raw, ["source"])
-        source = c.string(_key("image") + ".source", image_raw.get("source"))
+        c.unknown_keys(_key("image"), image_raw, schema.IMAGE_FIELDS)
+        source = c.string(_key("image") + ".source", image_raw.get("source"), rule=rules.image_source)
         image = Image(source) if source else None
     hosts = _parse_hosts(c, raw.get("hosts"))
     nodes = _parse_nodes(c, raw.get("nodes"))
-    spares = c.string_list(_key("spares"), raw.get("spares"))
-    failed = c.string_list(_key("failedHosts"), raw.get("failedHosts"))
+    spares = c.names(_key("spares"), raw.get("spares"))
+    failed = c.names(_key("failedHosts"), raw.get("failedHosts"))
     sizes = _parse_sizes(c, raw.get("sizes"))
     watchdog = _parse_watchdog(c, raw.get("watchdog"))
-    ssh_user = c.string(_key("sshUser"), raw.get("sshUser"), required=False) or "root"
-    ssh_key = c.string(_key("sshPublicKey"), raw.get("sshPublicKey"), required=False)
-    cluster = c.string(_key("clusterName"), raw.get("clusterName"), required=False) or "mac"
-    post_boot = raw.get("postBoot", True)
+    ssh_user = c.string(_key("sshUser"), raw.get("sshUser"), False, rules.user) or "root"
+    ssh_key = c.string(_key("sshPublicKey"), raw.get("sshPublicKey"), False, rules.ssh_public_key)
+    cluster = c.string(_key("clusterName"), raw.get("clusterName"), False, rules.name) or "mac"
+    post_boot = rules.as_bool(raw.get("postBoot", True))
     if not isinstance(post_boot, bool):
-        c.add(_key("postBoot"), post_boot, "must be true or false")
+        c.add(_key("postBoot"), raw.get("postBoot"), "must be true or false")
     if c.problems or network is None or image is None:
         raise TopologyError(c.problems)
     topology = Topology(
@@ -354,63 +388,73 @@ def _parse_network(c: _Collector, value: Any) -> Network | None:
     raw = c.mapping(path, value)
     if raw is None:
         return None
-    c.unknown_keys(path, raw, ["bridge", "cidr", "gateway", "dns"])
-    bridge = c.string(f"{path}.bridge", raw.get("bridge"))
+    c.unknown_keys(path, raw, schema.NETWORK_FIELDS)
+    bridge = c.string(f"{path}.bridge", raw.get("bridge"), rule=rules.bridge)
     cidr = c.string(f"{path}.cidr", raw.get("cidr"))
     gateway = c.string(f"{path}.gateway", raw.get("gateway"))
-    dns = c.string_list(f"{path}.dns", raw.get("dns"))
+    dns = _ips(c, f"{path}.dns", raw.get("dns"))
     if cidr is not None:
         try:
-            ipaddress.ip_network(cidr, strict=True)
+            net = ipaddress.ip_network(cidr, strict=True)
         except ValueError as err:
             c.add(f"{path}.cidr", cidr, f"is not a network in CIDR form like 192.168.50.0/24 ({err})")
             cidr = None
-    for i, server in enumerate(dns):
-        if not _is_ip(server):
-            c.add(f"{path}.dns[{i}]", server, "must be an IP address")
-    if gateway is not None and not _is_ip(gateway):
+        else:
+            if net.version != 4:
+                c.add(f"{path}.cidr", cidr, "must be an IPv4 network (the roles render IPv4 only)")
+                cidr = None
+    if gateway is not None and not rules.is_ip(gateway):
         c.add(f"{path}.gateway", gateway, "must be an IP address")
         gateway = None
-    if bridge is None or cidr is None or gateway is None:
+    if bridge is None or cidr is None or gateway is None or dns is None:
         return None
     return Network(bridge=bridge, cidr=cidr, gateway=gateway, dns=dns)
 
 
+def _ips(c: _Collector, path: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        c.add(path, value, "must be a list of IP addresses, e.g. [192.168.50.1]")
+        return None
+    bad = [i for i, server in enumerate(value) if not rules.is_ip(server)]
+    for i in bad:
+        c.add(f"{path}[{i}]", value[i], "must be an IP address")
+    return None if bad else tuple(str(v) for v in value)
+
+
 def _parse_hosts(c: _Collector, value: Any) -> dict[str, Host]:
     path = _key("hosts")
-    raw = c.mapping(path, value)
+    raw = c.mapping(path, value, max_items=schema.MAX_HOSTS)
     hosts: dict[str, Host] = {}
-    for name, spec in (raw or {}).items():
-        hpath = f"{path}.{name}"
+    for name, hpath, spec in c.named(path, raw or {}):
         spec_map = c.mapping(hpath, spec)
         if spec_map is None:
             continue
-        c.unknown_keys(hpath, spec_map, ["uri", "address", "fence", "poolPath", "domainType"])
-        uri = c.string(f"{hpath}.uri", spec_map.get("uri"))
-        address = c.string(f"{hpath}.address", spec_map.get("address"))
-        fence = c.string(f"{hpath}.fence", spec_map.get("fence"), required=False)
-        pool = c.string(f"{hpath}.poolPath", spec_map.get("poolPath"), required=False)
+        c.unknown_keys(hpath, spec_map, schema.HOST_FIELDS)
+        uri = c.string(f"{hpath}.uri", spec_map.get("uri"), rule=rules.libvirt_uri)
+        address = c.string(f"{hpath}.address", spec_map.get("address"), rule=rules.address)
+        fence = c.string(f"{hpath}.fence", spec_map.get("fence"), False, rules.fence)
+        pool = c.string(f"{hpath}.poolPath", spec_map.get("poolPath"), False, rules.pool_path)
         domain_type = c.string(f"{hpath}.domainType", spec_map.get("domainType"), required=False)
         if domain_type is not None and domain_type not in DOMAIN_TYPES:
             c.add(f"{hpath}.domainType", domain_type,
                   f"use one of: {', '.join(DOMAIN_TYPES)} (qemu: software emulation, no KVM)")
             domain_type = None
         if uri is not None and address is not None:
-            hosts[str(name)] = Host(str(name), uri, address, fence, pool or DEFAULT_POOL_PATH,
-                                    domain_type or "kvm")
+            hosts[name] = Host(name, uri, address, fence, pool or DEFAULT_POOL_PATH, domain_type or "kvm")
     return hosts
 
 
 def _parse_nodes(c: _Collector, value: Any) -> dict[str, Node]:
     path = _key("nodes")
-    raw = c.mapping(path, value)
+    raw = c.mapping(path, value, max_items=schema.MAX_NODES)
     nodes: dict[str, Node] = {}
-    for name, spec in (raw or {}).items():
-        npath = f"{path}.{name}"
+    for name, npath, spec in c.named(path, raw or {}):
         spec_map = c.mapping(npath, spec)
         if spec_map is None:
             continue
-        c.unknown_keys(npath, spec_map, ["role", "host", "ip"])
+        c.unknown_keys(npath, spec_map, schema.NODE_FIELDS)
         role_raw = c.string(f"{npath}.role", spec_map.get("role"))
         host = c.string(f"{npath}.host", spec_map.get("host"))
         ip = c.string(f"{npath}.ip", spec_map.get("ip"))
@@ -422,7 +466,7 @@ def _parse_nodes(c: _Collector, value: Any) -> dict[str, Node]:
                 roles = ", ".join(r.value for r in Role)
                 c.add(f"{npath}.role", role_raw, f"unknown role; use one of: {roles}")
         if role is not None and host is not None and ip is not None:
-            nodes[str(name)] = Node(str(name), role, host, ip)
+            nodes[name] = Node(name, role, host, ip)
     return nodes
 
 
@@ -434,17 +478,17 @@ def _parse_sizes(c: _Collector, value: Any) -> dict[Role, Size]:
         return sizes
     c.unknown_keys(path, raw, [r.value for r in Role])
     for role in Role:
-        spec = c.mapping(f"{path}.{role.value}", raw.get(role.value), required=False)
+        spath = f"{path}.{role.value}"
+        spec = c.mapping(spath, raw.get(role.value), required=False)
         if spec is None:
             continue
-        spath = f"{path}.{role.value}"
-        c.unknown_keys(spath, spec, ["vcpu", "memoryMiB", "diskGiB"])
-        default = DEFAULT_SIZES[role]
-        vcpu = c.number(f"{spath}.vcpu", spec.get("vcpu", default.vcpu), int, 1)
-        mem = c.number(f"{spath}.memoryMiB", spec.get("memoryMiB", default.memory_mib), int, 256)
-        disk = c.number(f"{spath}.diskGiB", spec.get("diskGiB", default.disk_gib), int, 1)
-        if None not in (vcpu, mem, disk):
-            sizes[role] = Size(vcpu, mem, disk)
+        c.unknown_keys(spath, spec, [n.key for n in schema.SIZE_NUMBERS])
+        values = {n.attr: getattr(DEFAULT_SIZES[role], n.attr) for n in schema.SIZE_NUMBERS}
+        for n in schema.SIZE_NUMBERS:
+            if n.key in spec:
+                values[n.attr] = c.number(f"{spath}.{n.key}", n, spec[n.key])
+        if None not in values.values():
+            sizes[role] = Size(**values)
     return sizes
 
 
@@ -455,39 +499,26 @@ def _parse_watchdog(c: _Collector, value: Any) -> WatchdogSettings:
         return WatchdogSettings()
     c.unknown_keys(path, raw, WATCHDOG_KEYS)
     values: dict[str, Any] = {}
-    for key, (attr, kind) in WATCHDOG_KEYS.items():
-        if key not in raw:
-            continue
-        if kind is str:
-            parsed = c.string(f"{path}.{key}", raw[key])
-        else:
-            parsed = c.number(f"{path}.{key}", raw[key], kind, 0)
-        if parsed is not None:
-            values[attr] = parsed
+    for n in schema.WATCHDOG_NUMBERS:
+        if n.key in raw and (parsed := c.number(f"{path}.{n.key}", n, raw[n.key])) is not None:
+            values[n.attr] = parsed
+    for key, attr in schema.WATCHDOG_STRINGS.items():
+        rule = schema.WATCHDOG_STRING_RULES[key]
+        if key in raw and (text := c.string(f"{path}.{key}", raw[key], rule=rule)):
+            values[attr] = text
     settings = WatchdogSettings(**values)
-    if not 0 < settings.max_unhealthy_share <= 1:
-        c.add(f"{path}.maxUnhealthyShare", settings.max_unhealthy_share, "must be in (0, 1]")
-    if settings.probe_timeout_s <= 0 or settings.interval_s <= 0:
-        c.add(f"{path}.interval", settings.interval_s, "interval and probeTimeout must be > 0")
-    if "suspect_interval_s" in values and not 0 < settings.suspect_interval_s <= settings.interval_s:
+    if "suspect_interval_s" in values and settings.suspect_interval_s > settings.interval_s:
         c.add(f"{path}.suspectInterval", settings.suspect_interval_s,
               f"must be > 0 and <= mac:watchdog.interval ({settings.interval_s:g} s): suspect "
               "targets are re-probed at least as often as healthy ones")
-    if settings.fail_threshold < 1 or settings.recover_threshold < 1:
-        c.add(f"{path}.failThreshold", settings.fail_threshold, "thresholds must be at least 1")
-    url = settings.webhook_url
-    if url is not None and urlsplit(url).scheme not in ("http", "https"):
-        c.add(f"{path}.webhookUrl", url, "must be an http:// or https:// URL")
+    if settings.lease_renew_s > settings.lease_ttl_s / 3:
+        c.add(f"{path}.leaseRenew", settings.lease_renew_s,
+              f"must be > 0 and <= a third of mac:watchdog.leaseTtl ({settings.lease_ttl_s} s)")
     return settings
 
 
 def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
+    return rules.is_ip(value)
 
 # --------------------------------------------------------------------------------------------
 # Validation: the cluster rules. The watchdog runs this on every topology it plans, too.
@@ -565,19 +596,16 @@ def validate(t: Topology) -> list[Problem]:
 def _uri_problems(path: str, uri: str) -> list[Problem]:
     parts = urlsplit(uri)
     if parts.scheme not in URI_SCHEMES:
-        examples = "qemu:///system, qemu+ssh://root@10.0.0.11/system, qemu+tcp://..., test:///default"
+        examples = ("qemu:///system, qemu+ssh://root@10.0.0.11[:PORT]/system, qemu+tcp://..., "
+                    "qemu+unix:///system?socket=..., test:///default")
         return [Problem(path, uri, f"unsupported libvirt URI scheme; use one of: {examples}")]
     if parts.scheme == "qemu+ssh":
         if not parts.hostname:
-            return [Problem(path, uri, "names no host; write qemu+ssh://USER@HOST/system")]
+            return [Problem(path, uri, "names no host; write qemu+ssh://USER@HOST[:PORT]/system")]
         try:
-            port = parts.port
+            parts.port  # noqa: B018 (an explicit port is fine with MAC's libvirt provider)
         except ValueError:
             return [Problem(path, uri, "has a malformed port")]
-        if port is not None:
-            return [Problem(path, uri,
-                            "has an explicit port, which pulumi-libvirt 0.5.4 cannot use; "
-                            "make sshd listen on 22 and drop the port")]
     return []
 
 

@@ -24,7 +24,7 @@ from rich.live import Live
 
 from lab import daemons
 from lab.cluster import Lab, down
-from lab.faults import LabFaults, UnknownTarget
+from lab.faults import Faults, LabFaults, UnknownTarget
 from lab.load import Load, Outcome
 from lab.lock import LabBusy, current_holder
 from lab.netns import LabError, NetemUnavailable
@@ -67,7 +67,8 @@ def running_lab(stack: str) -> Lab:
     return Lab.from_stack(stack)
 
 
-def act(stack: str) -> LabFaults:
+def act(stack: str) -> Faults:
+    """The running cluster's fault primitives (the lab's; a VM stack's backend plugs in here)."""
     return LabFaults(running_lab(stack))
 
 
@@ -102,7 +103,8 @@ def up(stack: StackOption = "lab", watchdog_state: WatchdogOption = None,
     if reason:
         fail(f"cannot run the lab: {reason}", 2)
     lab = Lab.from_stack(stack)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `make lab-down` elsewhere: clean up
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # `make lab-down` elsewhere, a closed terminal
+        signal.signal(signum, lambda *_: sys.exit(0))  # the `finally` below cleans up
     screen = console()
     try:
         seconds = lab.up()
@@ -122,17 +124,11 @@ def up(stack: StackOption = "lab", watchdog_state: WatchdogOption = None,
     except KeyboardInterrupt:
         typer.echo("\nstopping")
     finally:
-        if lab.lock.held:
-            for line in teardown_lines(lab):
-                typer.echo(line)
-
-
-def teardown_lines(lab: Lab) -> list[str]:
-    try:
-        paths = down(lab.dir)
-    finally:
-        lab.lock.release()
-    return [f"removed {p}" for p in paths]
+        try:
+            for line in lab.teardown():
+                typer.echo(f"removed {line}")
+        except LabError as err:
+            fail(f"cleanup failed: {err}; `make lab-down` retries")
 
 
 @app.command(name="down")
@@ -249,10 +245,10 @@ def revive(targets: Annotated[list[str], typer.Argument(help="nodes and/or hosts
     faults = act(stack)
 
     def go() -> Iterator[str]:
-        hosts = [t for t in targets if t in faults.lab.topology.hosts]
+        hosts = [t for t in targets if t in faults.host_names()]
         nodes = [t for t in targets if t not in hosts]
         for node in nodes:  # every name checked before anything is done
-            if node not in faults.lab.topology.nodes:
+            if node not in faults.node_names():
                 raise UnknownTarget(_unknown_target_message(faults, node))
         for host in hosts:
             start = time.monotonic()
@@ -266,7 +262,7 @@ def revive(targets: Annotated[list[str], typer.Argument(help="nodes and/or hosts
     run_action(go())
 
 
-def _unknown_target_message(faults: LabFaults, name: str) -> str:
+def _unknown_target_message(faults: Faults, name: str) -> str:
     return (f"unknown node or host {name!r}; known nodes: {', '.join(faults.node_names())}; "
             f"hosts: {', '.join(faults.host_names())}")
 

@@ -129,7 +129,7 @@ class Lab:
         for name in self.topology.hosts:
             self.start_host(name)
         for node in self.topology.nodes_of(Role.MYSQL):
-            self.start_node(node.name)
+            self.start_node(node.name, first_deploy=True)  # the lab's first deploy founds it
         first = self.topology.nodes_of(Role.MYSQL)[0]
         daemons.sql(ns_of(first.name), self.dirs(first.name), "",
                     stdin=mysql.app_schema_sql(self.secrets.db_app_password,
@@ -153,13 +153,15 @@ class Lab:
         daemons.start_sshd(self.state, mgmt_ns(host), host, address, self.host_dirs(host))
         wait_for(f"sshd of {host} on {address}:22", lambda: tcp_open(address, 22), 10, 0.05)
 
-    def start_node(self, name: str) -> None:
-        """Start a node's daemons (again): a DB node joins through mac-galera-start."""
+    def start_node(self, name: str, first_deploy: bool = False) -> None:
+        """Start a node's daemons (again): a DB node joins through mac-galera-start (a fresh
+        datadir founds the cluster only with `first_deploy`, as on a VM)."""
         node, ns, dirs = self.node(name), ns_of(name), self.dirs(name)
         if node.role is Role.MYSQL:
             cnf = daemons.prepare_mysql(node, self.topology, dirs)
             daemons.start_clustercheck(self.state, ns, node, dirs)
-            daemons.start_galera(self.state, ns, node, self.topology, dirs, cnf)
+            daemons.start_galera(self.state, ns, node, self.topology, dirs, cnf,
+                                 first_deploy=first_deploy)
         elif node.role is Role.WEB:
             daemons.start_web(self.state, ns, node, self.topology, dirs, self.secrets.db_app_password)
         else:
@@ -264,12 +266,13 @@ class Lab:
     def clear_netem(self, name: str) -> None:
         netns.clear_netem(ns_of(name))
 
-    def teardown(self) -> None:
-        """Remove this lab; a no-op unless this object holds the lab (a refused `up` removes nothing)."""
+    def teardown(self) -> list[str]:
+        """Remove this lab (returns what was removed); a no-op unless this object holds the lab:
+        a refused `up` removes nothing."""
         if not self.lock.held:
-            return
+            return []
         try:
-            down(self.dir)
+            return down(self.dir)
         finally:
             self.lock.release()
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from components.topology import Role
 from lab import netns
-from lab.cluster import Lab
+from lab.cluster import Lab, http_status, wait_for
 from lab.netns import LabError
 
 HOST_NS_PREFIX = "h-"  # a host's management namespace is ns_of("h-HOST"), its veth veth_name("h-HOST")
@@ -173,6 +173,18 @@ class LabFaults:
                 self.lab.start_node(node)
         for node in nodes:
             self.lab.wait_node_healthy(node, timeout_s)
+        if any(self.lab.node(n).role is Role.LB for n in nodes):
+            self._wait_garbd(timeout_s)
+
+    def _wait_garbd(self, timeout_s: float) -> None:
+        """An LB is back when its garbd votes again: every DB node and arbitrator in the cluster."""
+        topology = self.lab.topology
+        dbs = [n.name for n in topology.nodes_of(Role.MYSQL)]
+        if not all(http_status(topology.health_url(self.lab.node(d)), 1.0) == 200 for d in dbs):
+            return  # a DB node is down on purpose: the full size cannot be reached
+        size = str(len(dbs) + len(topology.nodes_of(Role.LB)))
+        wait_for(f"garbd to rejoin (cluster size {size})",
+                 lambda: self.lab.wsrep(dbs[0]).get("wsrep_cluster_size") == size, timeout_s, 0.1)
 
     def revive_host(self, host: str, timeout_s: float = 120) -> list[str]:
         """Power a host on again (after kill-host or partition): its rules and links back, its sshd

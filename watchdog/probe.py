@@ -55,7 +55,7 @@ class Transport(Protocol):
         Raises OSError, HttpError or httpx.HTTPError when there is no answer."""
 
     async def connect(self, address: str) -> None:
-        """Open (and close) a TCP connection to HOST:PORT; raises OSError when refused."""
+        """Reach HOST:PORT and read its SSH banner (`ssh_banner`); raises OSError when not."""
 
     def drop(self, key: TargetKey) -> None:
         """Forget the connection of `key`: an error or a timeout left it in an unknown state."""
@@ -65,6 +65,26 @@ class Transport(Protocol):
 
 # (per-probe timeout, connections at most) -> a transport for one Prober block
 TransportFactory = Callable[[float, int], Transport]
+
+
+SSH_BANNERS = (b"SSH-2.0-", b"SSH-1.99-")
+SSH_BANNER_MAX = 255  # RFC 4253 4.2: the identification line is at most 255 bytes
+
+
+async def ssh_banner(address: str) -> None:
+    """Connect to HOST:PORT and read sshd's identification line: a middlebox or a dead host's
+    port forwarder that merely accepts connections does not make a host up. Raises OSError."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        line = await reader.readline()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    if not line.startswith(SSH_BANNERS):
+        shown = line[:24].decode("ascii", "replace").strip() or "nothing"
+        raise ConnectionError(f"no SSH banner (got {shown!r})")
 
 
 async def tcp_connect(address: str) -> None:
@@ -88,7 +108,7 @@ class NativeTransport:
         return Answer(*await connection.fetch())
 
     async def connect(self, address: str) -> None:
-        await tcp_connect(address)
+        await ssh_banner(address)
 
     def drop(self, key: TargetKey) -> None:
         connection = self._connections.pop(key, None)
@@ -116,7 +136,7 @@ class HttpxTransport:
         return Answer(response.status_code, response.content)
 
     async def connect(self, address: str) -> None:
-        await tcp_connect(address)
+        await ssh_banner(address)
 
     def drop(self, key: TargetKey) -> None:
         pass  # the pool discards a broken connection itself

@@ -101,3 +101,11 @@ def targets(
     found += [Target(Kind.NODE, node.name, url(node), node.role.value)
               for node in sorted(topology.nodes.values(), key=lambda n: n.name)]
     return found
+
+
+def fenced_host_targets(topology: Topology, ssh_port: int = SSH_PORT) -> list[Target]:
+    """The hosts in mac:failedHosts, probed apart from the detector: one that answers again may
+    run its old VMs on the IPs of the nodes that moved away (split brain)."""
+    return [Target(Kind.HOST, name, f"{topology.hosts[name].address}:{ssh_port}", "failed host")
+            for name in topology.failed_hosts if name in topology.hosts]
+

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
+from components.roles.escape import one_line
+
 # Debian's convention: while this file exits 101, package installs start no service. The roles'
 # configs are written before the packages install, so a half-configured daemon (a Galera node
 # that tries to join an empty cluster) must not start from the postinst.
@@ -48,6 +50,7 @@ def render_cloud_config(
         "ssh_genkeytypes": ["ed25519"],
     }
     if ssh_public_key:
+        ssh_public_key = one_line(ssh_public_key, "ssh public key")  # one authorized_keys line
         if ssh_user == "root":
             doc["disable_root"] = False
             doc["ssh_authorized_keys"] = [ssh_public_key]

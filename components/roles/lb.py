@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from components.roles.cloud_config import WriteFile
-from components.roles.common import shell_join, systemd_unit
+from components.roles.common import systemd_unit
+from components.roles.escape import comment, haproxy_name, ip, systemd_exec
 from components.roles.mysql import EVS_OPTIONS
 from components.roles.web import APP_DB_BUDGET_S, APP_DB_CONNECT_TIMEOUT_S
 from components.topology import (
@@ -95,13 +96,14 @@ def render_haproxy_cfg(lb_name: str, lb_ip: str, web: Sequence[Backend], db: Seq
         owner += f"    user {paths.user}\n"
     if paths.group:
         owner += f"    group {paths.group}\n"
-    web_servers = "\n".join(f"    server {b.name} {b.ip}:{web_check.port} check" for b in web)
+    web_servers = "\n".join(f"    server {haproxy_name(b.name)} {ip(b.ip)}:{web_check.port} check"
+                            for b in web)
     # One writer at a time: the first DB node, the second only while the first is not Synced.
     db_servers = "\n".join(
-        f"    server {b.name} {b.ip}:{mysql_port} check port {db_check.port}"
+        f"    server {haproxy_name(b.name)} {ip(b.ip)}:{mysql_port} check port {db_check.port}"
         + (" backup" if i else "") for i, b in enumerate(db))
     return f"""\
-# MAC: load balancer {lb_name} (rendered by components/roles/lb.py)
+# MAC: load balancer {comment(lb_name)} (rendered by components/roles/lb.py)
 global
     log {paths.log_target} local0 notice
     maxconn 8192
@@ -123,7 +125,7 @@ defaults
     retry-on conn-failure empty-response junk-response response-timeout 502 503 504
 
 frontend app
-    bind {lb_ip}:{http_port}
+    bind {ip(lb_ip)}:{http_port}
     default_backend web
 
 backend web
@@ -140,7 +142,7 @@ backend web
 {web_servers}
 
 frontend monitor
-    bind {lb_ip}:{monitor.port}
+    bind {ip(lb_ip)}:{monitor.port}
     monitor-uri {monitor.path}
     monitor fail if {{ nbsrv(web) lt 1 }}
     # The watchdog probes this one: unlike the monitor-uri it answers 200 with no web server up.
@@ -150,7 +152,7 @@ frontend monitor
     stats refresh 5s
 
 listen mysql
-    bind {lb_ip}:{mysql_port}
+    bind {ip(lb_ip)}:{mysql_port}
     mode tcp
     option dontlognull
     timeout client 60s
@@ -187,7 +189,7 @@ def _garbd_unit(node: Node, topology: Topology) -> str:
         "# garbd keeps its view of the group (gvwstate.dat) in its working directory.",
         "StateDirectory=mac-garbd",
         "WorkingDirectory=/var/lib/mac-garbd",
-        f"ExecStart={shell_join(argv)}",
+        f"ExecStart={systemd_exec(argv)}",
         "Restart=always",
         "RestartSec=2",
     ])

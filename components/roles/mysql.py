@@ -11,10 +11,10 @@ from components.roles.common import (
     APP_DB_USER,
     LIB_DIR,
     script_source,
-    shell_join,
     systemd_unit,
     wrapper_script,
 )
+from components.roles.escape import cnf_value, comment, ip, systemd_exec
 from components.topology import GALERA_PORT, HEALTH_ENDPOINTS, MYSQL_PORT, Node, Role, Topology
 
 PACKAGES = ("mariadb-server", "galera-4", "rsync", "python3")
@@ -58,10 +58,13 @@ GALERA_START_UNIT = "/etc/systemd/system/mac-galera-start.service"
 # clustercheck service serves it (GET /position) to the other DB node; /run empties at boot.
 POSITION_FILE = "/run/mac-galera/position"
 RECOVER_CMD = "galera_recovery"  # Debian's wrapper of `mariadbd --wsrep-recover`
+# Only on the stack's first deploy may a fresh datadir found the cluster (galera_start.decide).
+FIRST_DEPLOY_FLAG = "--first-deploy"
 
 
 def provider_options(node_ip: str, galera_port: int = GALERA_PORT, ist_port: int = IST_PORT,
                      extra: dict[str, str] | None = None) -> str:
+    node_ip = ip(node_ip)
     options = {
         "gmcast.listen_addr": f"tcp://{node_ip}:{galera_port}",
         "ist.recv_addr": f"{node_ip}:{ist_port}",
@@ -75,17 +78,24 @@ def provider_options(node_ip: str, galera_port: int = GALERA_PORT, ist_port: int
 def render_galera_cnf(node_name: str, node_ip: str, cluster_ips: Sequence[str], cluster_name: str,
                       paths: MysqlPaths, port: int = MYSQL_PORT, galera_port: int = GALERA_PORT,
                       sst_method: str = "rsync", provider: str = GALERA_PROVIDER) -> str:
-    """The server config of one Galera data node (read after Debian's 50-server.cnf)."""
-    members = ",".join(f"{ip}:{galera_port}" for ip in cluster_ips)
+    """The server config of one Galera data node (read after Debian's 50-server.cnf).
+
+    Every value is quoted for the option file's syntax (escape.cnf_value): a hostile name stays
+    one value, never a line of its own.
+    """
+    members = ",".join(f"{ip(member)}:{galera_port}" for member in cluster_ips)
+    node_ip = ip(node_ip)
+    p = MysqlPaths(*(cnf_value(v) for v in (paths.datadir, paths.socket, paths.pid_file,
+                                            paths.log_error, paths.tmpdir, paths.user)))
     return f"""\
-# MAC: MariaDB Galera data node {node_name} (rendered by components/roles/mysql.py)
+# MAC: MariaDB Galera data node {comment(node_name)} (rendered by components/roles/mysql.py)
 [mysqld]
-user                     = {paths.user}
-datadir                  = {paths.datadir}
-socket                   = {paths.socket}
-pid-file                 = {paths.pid_file}
-log-error                = {paths.log_error}
-tmpdir                   = {paths.tmpdir}
+user                     = {p.user}
+datadir                  = {p.datadir}
+socket                   = {p.socket}
+pid-file                 = {p.pid_file}
+log-error                = {p.log_error}
+tmpdir                   = {p.tmpdir}
 bind-address             = {node_ip}
 port                     = {port}
 skip-name-resolve        = ON
@@ -98,13 +108,13 @@ innodb_autoinc_lock_mode = 2
 innodb_flush_log_at_trx_commit = 2
 
 wsrep_on                 = ON
-wsrep_provider           = {provider}
-wsrep_cluster_name       = {cluster_name}
+wsrep_provider           = {cnf_value(provider)}
+wsrep_cluster_name       = {cnf_value(cluster_name)}
 wsrep_cluster_address    = gcomm://{members}
-wsrep_node_name          = {node_name}
+wsrep_node_name          = {cnf_value(node_name)}
 wsrep_node_address       = {node_ip}:{galera_port}
 wsrep_node_incoming_address = {node_ip}:{port}
-wsrep_sst_method         = {sst_method}
+wsrep_sst_method         = {cnf_value(sst_method)}
 wsrep_sst_receive_address = {node_ip}:{SST_PORT}
 wsrep_provider_options   = "{provider_options(node_ip, galera_port)}"
 """
@@ -120,8 +130,12 @@ def clustercheck_argv(script: str, node_ip: str, socket: str, client: str = "mar
 def galera_start_argv(script: str, node: Node, topology: Topology, datadir: str,
                       start_cmd: str, bootstrap_cmd: str, after_cmd: str = "",
                       python: str = "python3", recover_cmd: str = RECOVER_CMD,
-                      position_file: str = POSITION_FILE) -> list[str]:
-    """The mac-galera-start command line for `node`; the lab passes its own start commands."""
+                      position_file: str = POSITION_FILE, first_deploy: bool = False) -> list[str]:
+    """The mac-galera-start command line for `node`; the lab passes its own start commands.
+
+    `first_deploy` lets a fresh first DB node found the cluster; a VM's installed command never
+    has it (the post-boot step adds it on the stack's first deploy only).
+    """
     dbs = topology.nodes_of(Role.MYSQL)
     check = HEALTH_ENDPOINTS[Role.MYSQL]
     argv = [python, script, "--self", node.ip,
@@ -136,6 +150,8 @@ def galera_start_argv(script: str, node: Node, topology: Topology, datadir: str,
         argv += ["--after-cmd", after_cmd]
     if dbs and dbs[0].name == node.name:
         argv.append("--first")
+    if first_deploy:
+        argv.append(FIRST_DEPLOY_FLAG)
     return argv
 
 
@@ -177,7 +193,7 @@ def app_schema_sql(app_password: str, root_password: str | None = None,
 def _clustercheck_unit(node_ip: str) -> str:
     argv = clustercheck_argv(CLUSTERCHECK_SCRIPT, node_ip, VM_PATHS.socket, python="/usr/bin/python3")
     return systemd_unit("MAC Galera clustercheck (HTTP 200 only when Synced)", [
-        f"ExecStart={shell_join(argv)}",
+        f"ExecStart={systemd_exec(argv)}",
         "Restart=always",
         "RestartSec=1",
     ])

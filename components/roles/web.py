@@ -9,6 +9,7 @@ from pathlib import Path
 
 from components.roles.cloud_config import WriteFile
 from components.roles.common import APP_DB_NAME, APP_DB_USER, systemd_unit
+from components.roles.escape import apache_arg, comment, ip
 from components.topology import HEALTH_ENDPOINTS, MYSQL_PORT, Node, Role, Topology
 
 PACKAGES = ("apache2", "libapache2-mod-php", "php-mysql")
@@ -44,12 +45,12 @@ def render_apache_conf(node_name: str, listen_ip: str, paths: ApachePaths,
     """A complete stand-alone httpd config (no Debian envvars/apache2.conf needed)."""
     p = paths
     return f"""\
-# MAC: Apache + mod_php for web node {node_name} (rendered by components/roles/web.py)
+# MAC: Apache + mod_php for web node {comment(node_name)} (rendered by components/roles/web.py)
 ServerRoot "{p.server_root}"
-ServerName {node_name}
+ServerName {apache_arg(node_name)}
 PidFile "{p.pid_file}"
 DefaultRuntimeDir "{p.runtime_dir}"
-Listen {listen_ip}:{port}
+Listen {ip(listen_ip)}:{port}
 User {p.user}
 Group {p.group}
 

@@ -15,7 +15,6 @@ from components.roles import lb
 from components.topology import Role
 from lab.cluster import Lab
 from lab.drills import restart_and_verify, revive_host_and_verify, run_drill, run_host_drill
-from lab.netns import NetemUnavailable
 
 pytestmark = pytest.mark.lab
 
@@ -94,18 +93,3 @@ def test_host_death_lb_keeps_serving_and_loses_no_write(healthy_lab: Lab, record
     assert result.report.longest_request_s() < 2 * lb.WEB_SERVER_TIMEOUT_S
     resync = revive_host_and_verify(healthy_lab, host, victims, result)
     assert resync.missing == {n.name: set() for n in healthy_lab.topology.nodes_of(Role.MYSQL)}
-
-
-def test_netem_slows_a_node_and_clearing_restores_it(healthy_lab: Lab) -> None:
-    web = healthy_lab.topology.nodes_of(Role.WEB)[1]
-    url = healthy_lab.topology.health_url(web)
-    try:
-        healthy_lab.netem(web.name, delay_ms=300)
-    except NetemUnavailable as err:
-        pytest.skip(str(err))
-    try:
-        slow = httpx.get(url, timeout=10).elapsed.total_seconds()
-    finally:
-        healthy_lab.clear_netem(web.name)
-    fast = httpx.get(url, timeout=10).elapsed.total_seconds()
-    assert slow >= 0.3 > fast

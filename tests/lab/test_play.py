@@ -99,6 +99,16 @@ def test_stop_service_kills_mariadbd_but_the_node_stays_up_and_says_503(play: La
     assert galera(play, "db1").get("wsrep_cluster_size") == "3"
 
 
+def test_stop_service_on_the_lb_stops_haproxy_while_garbd_keeps_its_vote(play: Lab) -> None:
+    assert "stopped haproxy on lb1" in ok("stop-service", "lb1")
+    assert health(play, "lb1") is None and http_status(f"{play.url}/health.php", 1.0) is None
+    assert link_up("lb1")
+    time.sleep(3)  # longer than Galera's suspect timeout: garbd (same node) would be gone by now
+    assert galera(play, "db1").get("wsrep_cluster_size") == "3"
+    ok("revive", "lb1")
+    assert http_status(f"{play.url}/health.php", 2.0) == 200
+
+
 def test_kill_host_silences_its_nodes_and_sshd_and_revive_powers_it_on(play: Lab) -> None:
     out = ok("kill-host", "lab2")
     assert "db2, web2" in out
@@ -106,7 +116,8 @@ def test_kill_host_silences_its_nodes_and_sshd_and_revive_powers_it_on(play: Lab
     assert not tcp_open(address, 22, 0.5)
     assert health(play, "db2") is None and health(play, "web2") is None
     assert namespace_pids(mgmt_ns("lab2")) == [] and namespace_pids(ns_of("db2")) == []
-    assert health(play, "web1") == 200  # the rest serves on
+    wait_for("the LB to serve on from lab1", lambda: http_status(f"{play.url}/health.php", 2.0) == 200,
+             15)
     ok("revive", "lab2")
     assert tcp_open(address, 22, 0.5)
     assert health(play, "db2") == 200 and health(play, "web2") == 200
@@ -141,8 +152,9 @@ def test_partition_from_the_watchdog_only_leaves_the_cluster_whole(play: Lab) ->
 def test_slow_adds_latency_or_says_in_one_line_that_the_kernel_has_no_netem(play: Lab) -> None:
     out = mac_lab("slow", "web2", "--delay", "200ms")
     if out.returncode == 2:
+        # This kernel has no netem (as on the machines here): one clear line is the behaviour.
         assert out.stderr.count("\n") == 1 and "no sch_netem" in out.stderr
-        pytest.skip(f"this kernel has no netem; `mac-lab slow` said so: {out.stderr.strip()}")
+        return
     assert out.returncode == 0, out.stderr
     start = time.monotonic()
     assert health(play, "web2") == 200
