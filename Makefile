@@ -107,6 +107,7 @@ bench: venv
 	$(PY) bench/detection.py
 	$(PY) bench/mock_scale.py
 	$(PY) bench/leader.py
+	$(PY) bench/decisions.py
 
 # The ci stack on local libvirtds with the real engine and our plugins (root, `make engine`).
 bench-engine: venv

@@ -47,6 +47,15 @@ HEALTH_ENDPOINTS: dict[Role, HealthEndpoint] = {
     Role.WEB: HealthEndpoint(80, "/health.php"),  # 200 only when SELECT 1 succeeds
     Role.LB: HealthEndpoint(8404, "/healthz"),  # HAProxy monitor-uri
 }
+# What the watchdog probes: the node's own service, whatever its dependencies do. 200 while the
+# node works; the JSON body names a degraded dependency (`degraded`: a reason, or null) and the
+# peers this node sees up (`sees`: {IP: true|false}). A node is never failed for a dependency.
+# HAProxy keeps routing on the strict HEALTH_ENDPOINTS above.
+SELF_ENDPOINTS: dict[Role, HealthEndpoint] = {
+    Role.MYSQL: HealthEndpoint(9200, "/node"),  # clustercheck: 200 while mysqld answers
+    Role.WEB: HealthEndpoint(80, "/alive.php"),  # 200 while Apache + PHP serve the app
+    Role.LB: HealthEndpoint(8404, "/node"),  # HAProxy answers, with or without backends
+}
 LB_HTTP_PORT = 80
 MYSQL_PORT = 3306
 GALERA_PORT = 4567
@@ -209,6 +218,11 @@ class Topology:
 
     def health_url(self, node: Node) -> str:
         endpoint = HEALTH_ENDPOINTS[node.role]
+        return f"http://{node.ip}:{endpoint.port}{endpoint.path}"
+
+    def self_url(self, node: Node) -> str:
+        """Where the watchdog probes `node` (SELF_ENDPOINTS)."""
+        endpoint = SELF_ENDPOINTS[node.role]
         return f"http://{node.ip}:{endpoint.port}{endpoint.path}"
 
     def with_(self, **changes: Any) -> Topology:

@@ -104,7 +104,8 @@ class Context:
                           children=self.children(), after_write=after_write, guard=self.coordinator)
 
     def verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
-        """Probe `nodes` until each answered healthy once; the ones that never did."""
+        """Probe `nodes` until each answered healthy, with no dependency degraded, once; the
+        ones that never did (a replaced DB node is done when Synced, not when it answers)."""
         return asyncio.run(self._verify(topology, nodes, timeout_s))
 
     async def _verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
@@ -115,7 +116,7 @@ class Context:
         async with self.prober(settings.probe_timeout_s) as prober:
             while items:
                 results = await prober.probe_all(items)
-                healthy = {r.key for r in results if r.ok}
+                healthy = {r.key for r in results if r.ok and r.degraded is None}
                 items = [t for t in items if t.key not in healthy]
                 if not items or time.monotonic() >= deadline:
                     break

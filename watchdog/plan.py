@@ -169,6 +169,10 @@ def plan(topology: Topology, failures: Failures, history: History | None = None,
     dead_idle = [h for h in failures.hosts if not topology.nodes_on(h)]
     dead_busy = [h for h in failures.hosts if topology.nodes_on(h)]
     if not dead_busy and not failures.nodes:
+        if failures.partitioned and not dead_idle:
+            return refuse(Reason.PARTITIONED, next(
+                (n.message for n in notes if n.code is Reason.PARTITIONED),
+                f"{', '.join(failures.partitioned)} cut off from the watchdog only; acting on nothing"))
         if not dead_idle:
             return Plan(Action.NONE, Reason.NOTHING_FAILED, "nothing failed", topology, notes=notes)
         return _drop_idle(topology, dead_idle, notes)
@@ -178,7 +182,7 @@ def plan(topology: Topology, failures: Failures, history: History | None = None,
         if guard:
             return refuse(*guard)
     if dead_busy:
-        p = _failover_hosts(topology, dead_busy, dead_idle, notes)
+        p = _failover_hosts(topology, dead_busy, dead_idle, notes, failures.nodes)
     else:
         p = _heal_nodes(topology, failures.nodes, dead_idle, history, now, notes)
     return _keep_db_data(p, topology, failures, healthy)
@@ -261,7 +265,9 @@ def _spares_free(topology: Topology, exclude: Iterable[str]) -> list[str]:
 
 
 def _failover_hosts(topology: Topology, busy: list[str], idle: list[str],
-                    notes: tuple[Note, ...]) -> Plan:
+                    notes: tuple[Note, ...], failed_nodes: tuple[str, ...] = ()) -> Plan:
+    """Fence each busy host and move its nodes to a spare; nodes that failed on reachable hosts
+    meanwhile are replaced in place by the same plan (one decision covers the whole fault)."""
     for host in busy:
         fence = topology.hosts[host].fence
         if fence is None:
@@ -286,12 +292,15 @@ def _failover_hosts(topology: Topology, busy: list[str], idle: list[str],
             return Plan(Action.REFUSE, Reason.NO_SPARE,
                         f"no spare fits the nodes of {host} ({', '.join(names)}): {why}",
                         topology, notes=notes)
-    verify = tuple(m.node for m in moves)
+    in_place = tuple(sorted(n for n in failed_nodes if n not in {m.node for m in moves}))
+    verify = tuple(sorted({*(m.node for m in moves), *in_place}))
     reason = "; ".join(f"host {h} failed: move {', '.join(m.node for m in moves if m.from_host == h)} "
                        f"to {next(m.to_host for m in moves if m.from_host == h)}" for h in busy)
+    if in_place:
+        reason += f"; replace {', '.join(in_place)} in place"
     return _checked(Plan(
         Action.FAILOVER, Reason.HOST_FAILED, reason, new, moves=tuple(moves),
-        fence=tuple(busy),
+        fence=tuple(busy), replace=in_place,
         prune=tuple([*busy, *idle]), verify=verify,
         steps=(Step.FENCE, Step.PRUNE_STATE, Step.WRITE_CONFIG, Step.UP, Step.VERIFY), notes=notes), topology)
 

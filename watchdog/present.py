@@ -87,7 +87,8 @@ class Status:
             rows.append({"kind": t.kind.value, "name": t.name, "role": t.role,
                          "host": self.topology.nodes[t.name].host if t.kind is Kind.NODE else t.name,
                          "address": t.address, "state": "up" if r.ok else "down",
-                         "latency_ms": round(r.latency_s * 1000, 1), "error": r.error})
+                         "latency_ms": round(r.latency_s * 1000, 1), "error": r.error,
+                         "degraded": r.degraded})
         return rows
 
     def to_json(self) -> dict[str, Any]:
@@ -131,6 +132,9 @@ class Status:
         since = f"{seen.state} for {_ago(now - seen.since)}" if seen else "-"
         if row is None:  # a failed host: not probed
             return Text("not probed", style="dim"), since
+        if row["state"] == "up" and row.get("degraded"):
+            return Text(f"up {row['latency_ms']:.0f} ms, degraded: {row['degraded']}",
+                        style="yellow"), since
         if row["state"] == "up":
             return Text(f"up {row['latency_ms']:.0f} ms", style="green"), since
         return Text(f"down ({row['error'] or 'no answer'})", style="bold red"), since

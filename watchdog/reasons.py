@@ -28,10 +28,12 @@ class Reason(StrEnum):
     NO_FENCE_COMMAND = "no_fence_command"
     NO_SPARE = "no_spare"
     RULE_BROKEN = "rule_broken"  # the new topology would break a rule of the model
+    PARTITIONED = "partitioned"  # a host cut off from the watchdog only: its peers still see it
     DB_DATA_NEEDS_PERSON = "db_data_needs_person"  # a DB node on a fresh disk, no peer with data
     # A failure deliberately not acted on (a note).
     MANAGEMENT_NETWORK_SUSPECTED = "management_network_suspected"
     NODE_ON_UNREACHABLE_HOST = "node_on_unreachable_host"
+    DEPENDENT_FAILURE = "dependent_failure"  # the node works; a dependency of its own is down
     # What happened to a remediation (alerts).
     REMEDIATED = "remediated"
     UP_FAILED = "up_failed"

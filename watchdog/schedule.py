@@ -24,6 +24,7 @@ from watchdog.detect import Detector, Health, State, asked_time, reprobe_at
 from watchdog.probe import Prober
 from watchdog.target import ProbeResult, Target, TargetKey
 
+# Called when a target changes state, or the dependency it reports degraded changes.
 OnChange = Callable[[TargetKey, Health], None]
 OnResult = Callable[[ProbeResult], None]
 
@@ -83,7 +84,7 @@ class Sweeper:
         health = self.detector.health.get(result.key)
         if health is None:
             return None
-        if old is None or old.state is not health.state:
+        if old is None or old.state is not health.state or old.degraded != health.degraded:
             self.on_change(result.key, health)
             if fast and health.state is State.FAILED:
                 self._failed_in_lane.set()

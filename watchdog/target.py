@@ -5,6 +5,7 @@ Plain data, no I/O: the detector and the planner read these without loading any 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -58,6 +59,33 @@ class ProbeResult:
     error: str | None
     at: float  # clock reading when the probe finished
     asked_at: float | None = None  # when the round asked for it (before waiting for a slot)
+    # From a node's self-check (SELF_ENDPOINTS) that answered 200: the dependency it names as
+    # degraded (the node works; something it needs does not), and the peer IPs it sees up.
+    degraded: str | None = None
+    sees: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SelfReport:
+    """What a node's self-check body says (JSON: `degraded`, a reason or null/""; `sees`,
+    {IP: bool}). A body that says nothing readable reports nothing: the status alone decides."""
+
+    degraded: str | None = None
+    sees: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, body: bytes) -> SelfReport:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return cls()
+        if not isinstance(data, dict):
+            return cls()
+        degraded = data.get("degraded")
+        sees = data.get("sees")
+        return cls(str(degraded)[:200] if degraded else None,
+                   frozenset(str(ip) for ip, up in sees.items() if up is True)
+                   if isinstance(sees, dict) else frozenset())
 
 
 def targets(
@@ -65,8 +93,9 @@ def targets(
     url_for: Callable[[Node], str] | None = None,
     ssh_port: int = SSH_PORT,
 ) -> list[Target]:
-    """Every node, and every host the program manages (active hosts and spares, not failed ones)."""
-    url = url_for or topology.health_url
+    """Every node (at its self-check), and every host the program manages (active hosts and
+    spares, not failed ones)."""
+    url = url_for or topology.self_url
     found = [Target(Kind.HOST, name, f"{topology.hosts[name].address}:{ssh_port}", "host")
              for name in topology.live_hosts]
     found += [Target(Kind.NODE, node.name, url(node), node.role.value)

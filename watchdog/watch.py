@@ -110,8 +110,11 @@ class Watchdog:
             log.error("%s (remediations will fail until this is fixed)", err)
 
     def _log_change(self, key: TargetKey, h: Health) -> None:
-        data = {"target": str(key), "state": h.state.value, "error": h.last_error}
-        log.info("%s is %s%s", key, h.state.value, f" ({h.last_error})" if h.last_error else "",
+        """A target changed state, or the dependency it reports degraded changed."""
+        data = {"target": str(key), "state": h.state.value, "error": h.last_error,
+                "degraded": h.degraded}
+        detail = h.last_error or (f"works; degraded: {h.degraded}" if h.degraded else None)
+        log.info("%s is %s%s", key, h.state.value, f" ({detail})" if detail else "",
                  extra=fields("health", **data))
         self.ctx.events(Event(EventKind.HEALTH, data))
 
@@ -135,7 +138,7 @@ class Watchdog:
         await sweeper.round(self.ctx.targets(self.topology))
         await self._probe_fenced_hosts(sweeper)
         try:
-            await self._decide()
+            await self._decide(sweeper.prober.clock())
         except TopologyError as err:
             self._alert_once("stack_file_invalid", f"the stack file cannot be used ({err}); watching "
                              "the last good topology, acting again once it is fixed",
@@ -144,7 +147,8 @@ class Watchdog:
             self._alert_once("watchdog_io_failed", f"{err}; watching on, acting again once it is "
                              "fixed", Reason.WATCHDOG_IO_FAILED)
 
-    async def _decide(self) -> None:
+    async def _decide(self, now: float) -> None:
+        """`now`: the detector's clock (the prober's), for waiting on a fault still unfolding."""
         if self._task is not None:
             if not self._task.done():
                 return
@@ -155,8 +159,12 @@ class Watchdog:
             return
         if self._maybe_resume():
             return
-        failures = classify(self.topology, self.detector.health)
+        failures = classify(self.topology, self.detector.health, now=now)
         for note in failures.notes:
+            if note.code is Reason.DEPENDENT_FAILURE:  # a lasting one: a person should look
+                self._alert_once("degraded", note.message, note.code, note.about,
+                                 nodes=list(note.about))
+                continue
             self._say(note.key, note.message,
                       fields("note", note=note.message, code=note.code.value, about=list(note.about)))
         if failures.empty:

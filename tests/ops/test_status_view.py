@@ -92,8 +92,9 @@ def test_json_is_unchanged(tmp_path: Path, servers: Servers, capsys: pytest.Capt
     data = json.loads(out)
     assert set(data) == {"stack", "healthy", "targets", "spares", "failedHosts", "failedHostsAnswering",
                          "pendingRemediation"}
+    # `degraded`: the dependency a node's self-check names as down (issue 18), else null.
     assert set(data["targets"][0]) == {"kind", "name", "role", "host", "address", "state", "latency_ms",
-                                       "error"}
+                                       "error", "degraded"}
 
 
 def test_watch_redraws_until_ctrl_c(tmp_path: Path, servers: Servers) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from watchdog.events import Event, EventKind, EventSink
-from watchdog.probe import NativeTransport, TransportFactory, tcp_connect
+from watchdog.probe import Answer, NativeTransport, TransportFactory, tcp_connect
 from watchdog.target import TargetKey
 
 
@@ -22,7 +22,7 @@ class PortRedirect(NativeTransport):
         super().__init__()
         self.port = port
 
-    async def http_get(self, key: TargetKey, url: str) -> int:
+    async def http_get(self, key: TargetKey, url: str) -> Answer:
         parts = urlsplit(url)
         return await super().http_get(key, parts._replace(netloc=f"{parts.hostname}:{self.port}").geturl())
 

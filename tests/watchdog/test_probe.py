@@ -155,9 +155,10 @@ def test_targets_cover_live_hosts_and_every_node(topology: Topology) -> None:
     assert hk("kvm3") not in keys
     assert {hk("kvm1"), hk("spare1"), nk("lb1"), nk("db1")} <= set(keys)
     urls = {t.name: t.address for t in targets(topology)}
-    assert urls["db1"] == "http://127.0.2.11:9200/"
-    assert urls["web1"] == "http://127.0.2.21:80/health.php"
-    assert urls["lb1"] == "http://127.0.2.10:8404/healthz"
+    # Each node's self-check (SELF_ENDPOINTS), not the strict check HAProxy routes on.
+    assert urls["db1"] == "http://127.0.2.11:9200/node"
+    assert urls["web1"] == "http://127.0.2.21:80/alive.php"
+    assert urls["lb1"] == "http://127.0.2.10:8404/node"
     assert urls["kvm1"] == "127.0.1.1:22"
 
 
