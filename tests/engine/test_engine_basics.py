@@ -55,6 +55,14 @@ def write_project(root: Path, program: str = PROGRAM) -> Path:
     return root
 
 
+def failed_preview(p: Pulumi, stack: str) -> str:
+    """Init `stack` and preview it; the preview must fail: its output."""
+    p.run("stack", "init", stack)
+    proc = p.run("preview", check=False)
+    assert proc.returncode != 0
+    return proc.stdout + proc.stderr
+
+
 @pytest.fixture
 def project(tmp_path: Path, pulumi_in: PulumiFactory) -> Pulumi:
     p = pulumi_in(write_project(tmp_path / "proj"))
@@ -130,10 +138,7 @@ def test_missing_provider_plugin_is_named(tmp_path: Path, pulumi_in: PulumiFacto
     program = "import pulumi_random\npulumi_random.RandomPet('pet')\n"
     p = pulumi_in(write_project(tmp_path / "needs-random", program))
     (p.home / "plugins").unlink(missing_ok=True)
-    p.run("stack", "init", "t2")
-    proc = p.run("preview", check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    out = failed_preview(p, "t2")
     assert "random" in out and "plugin" in out, out
     assert "Traceback" not in out, out
 
@@ -145,10 +150,7 @@ def test_unimplemented_resource_type_is_named(tmp_path: Path, pulumi_in: PulumiF
     require_providers("random")
     program = "import pulumi_random\npulumi_random.RandomPet('pet')\n"
     p = pulumi_in(write_project(tmp_path / "pet", program))
-    p.run("stack", "init", "t3")
-    proc = p.run("preview", check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    out = failed_preview(p, "t3")
     assert "random:index/randomPet:RandomPet is not implemented" in out, out
 
 
@@ -183,9 +185,6 @@ def test_unimplemented_libvirt_input_is_named(tmp_path: Path, pulumi_in: PulumiF
                "p = lv.Provider('h', uri='qemu+unix:///system?socket=/nonexistent/libvirt-sock')\n"
                "lv.Domain('d', name='d', description='x', opts=pulumi.ResourceOptions(provider=p))\n")
     p = pulumi_in(write_project(tmp_path / "description", program))
-    p.run("stack", "init", "t5")
-    proc = p.run("preview", check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    out = failed_preview(p, "t5")
     assert 'input "description" is not implemented by MAC\'s libvirt provider' in out, out
     assert "cannot connect" not in out, out

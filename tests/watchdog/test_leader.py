@@ -4,7 +4,9 @@ takes in the record and resumes at the next step."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,9 +51,30 @@ def lost(*args: object) -> None:
     raise AssertionError(f"no step should be running when leadership goes: {args}")
 
 
-def leadership(etcd: EtcdCluster, tmp_path: Path, topology: Topology, name: str) -> Leadership:
-    return Leadership(etcd.endpoints, "test", tmp_path / "stack.yaml", Journal(tmp_path / name),
-                      lambda: Alerter(None, "test"), name=name, ttl_s=2, renew_s=0.5, on_lost=lost)
+def leadership(etcd: EtcdCluster, tmp_path: Path, topology: Topology, name: str,
+               stack_file: Path | None = None) -> Leadership:
+    return Leadership(etcd.endpoints, "test", stack_file or tmp_path / "stack.yaml",
+                      Journal(tmp_path / name), lambda: Alerter(None, "test"), name=name, ttl_s=2,
+                      renew_s=0.5, on_lost=lost)
+
+
+@contextlib.contextmanager
+def leader_and_elsewhere(etcd: EtcdCluster, tmp_path: Path, project: Path,
+                         topology: Topology) -> Iterator[tuple[Leadership, Leadership, Path]]:
+    """Watchdog a, leading, and b, in session on another machine: b's own stack file (returned
+    third) starts as a copy of the project's."""
+    theirs = tmp_path / "elsewhere" / "Pulumi.test.yaml"
+    theirs.parent.mkdir()
+    theirs.write_text(stack_path(project, "test").read_text())
+    a = leadership(etcd, tmp_path, topology, "a")
+    assert a.session.wait_for(lambda: a.session.leading() is not None, 10)
+    b = leadership(etcd, tmp_path, topology, "b", stack_file=theirs)
+    try:
+        assert b.session.wait_for(lambda: b.session.valid(), 10)
+        yield a, b, theirs
+    finally:
+        a.close()
+        b.close()
 
 
 def test_stale_token_refuses_every_step_and_the_new_leader_resumes(
@@ -151,15 +174,7 @@ def test_every_watchdog_stack_file_follows_the_written_topology(
         etcd: EtcdCluster, tmp_path: Path, project: Path, topology: Topology) -> None:
     """Watchdogs on other machines have their own stack files: the topology a remediation writes
     goes through etcd (recorded before the leader writes its file) into each of them."""
-    theirs = tmp_path / "elsewhere" / "Pulumi.test.yaml"
-    theirs.parent.mkdir()
-    theirs.write_text(stack_path(project, "test").read_text())
-    a = leadership(etcd, tmp_path, topology, "a")
-    assert a.session.wait_for(lambda: a.session.leading() is not None, 10)
-    b = Leadership(etcd.endpoints, "test", theirs, Journal(tmp_path / "b"),
-                   lambda: Alerter(None, "test"), name="b", ttl_s=2, renew_s=0.5, on_lost=lost)
-    try:
-        assert b.session.wait_for(lambda: b.session.valid(), 10)
+    with leader_and_elsewhere(etcd, tmp_path, project, topology) as (a, b, theirs):
         assert b.turn(topology, Failures()) == Turn(False)  # nothing written yet
         p = plan(topology, Failures(hosts=("kvm1",)))
         a.before_step("r1", p, Step.WRITE_CONFIG)
@@ -172,33 +187,19 @@ def test_every_watchdog_stack_file_follows_the_written_topology(
         assert load_topology(theirs).failed_hosts == ("kvm1",)
         assert "secure: v1:c2VjcmV0LW5vdC1yZWFsbHk=" in theirs.read_text()  # secrets kept
         assert b.turn(p.topology, Failures()) == Turn(False)  # applied once
-    finally:
-        a.close()
-        b.close()
 
 
 def test_a_refused_write_never_reaches_another_watchdogs_stack_file(
         etcd: EtcdCluster, tmp_path: Path, project: Path, topology: Topology) -> None:
     """The leader's compare-and-swap write refused (a person edited the file): the topology it
     meant to write stays out of every other stack file, so nobody's edit is overwritten."""
-    theirs = tmp_path / "elsewhere" / "Pulumi.test.yaml"
-    theirs.parent.mkdir()
     before = stack_path(project, "test").read_text()
-    theirs.write_text(before)
-    a = leadership(etcd, tmp_path, topology, "a")
-    assert a.session.wait_for(lambda: a.session.leading() is not None, 10)
-    b = Leadership(etcd.endpoints, "test", theirs, Journal(tmp_path / "b"),
-                   lambda: Alerter(None, "test"), name="b", ttl_s=2, renew_s=0.5, on_lost=lost)
-    try:
-        assert b.session.wait_for(lambda: b.session.valid(), 10)
+    with leader_and_elsewhere(etcd, tmp_path, project, topology) as (a, b, theirs):
         p = plan(topology, Failures(hosts=("kvm1",)))
         a.before_step("r1", p, Step.WRITE_CONFIG)
         a.after_step("r1", p, Step.WRITE_CONFIG, "failed", {"error": "the stack file changed"})
         assert b.turn(topology, Failures(hosts=("kvm1",))) == Turn(False)
         assert theirs.read_text() == before
-    finally:
-        a.close()
-        b.close()
 
 
 def test_manual_failover_refuses_while_a_watchdog_leads(

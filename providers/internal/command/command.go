@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/blang/semver"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
 
@@ -37,40 +36,14 @@ var (
 
 // Provider implements plugin.Provider for remote:Command.
 type Provider struct {
-	plugin.UnimplementedProvider
-	cancel *pkit.Canceller
+	pkit.Plugin
 	// Dial is the SSH transport (tests point it at a loopback server); nil = the real one.
 	Dial Dialer
 }
 
 // New returns the provider.
-func New() *Provider { return &Provider{cancel: pkit.NewCanceller(), Dial: dialSSH} }
-
-func (p *Provider) GetPluginInfo(context.Context) (plugin.PluginInfo, error) {
-	v := semver.MustParse(Version)
-	return plugin.PluginInfo{Version: &v}, nil
-}
-
-func (p *Provider) GetSchema(context.Context, plugin.GetSchemaRequest) (plugin.GetSchemaResponse, error) {
-	return plugin.GetSchemaResponse{Schema: schemas.Command}, nil
-}
-
-func (p *Provider) CheckConfig(_ context.Context, req plugin.CheckConfigRequest) (plugin.CheckConfigResponse, error) {
-	return plugin.CheckConfigResponse{Properties: req.News,
-		Failures: pkit.Unsupported("command", "pulumi:providers:command", req.News, "version")}, nil
-}
-
-func (p *Provider) DiffConfig(context.Context, plugin.DiffConfigRequest) (plugin.DiffConfigResponse, error) {
-	return plugin.DiffResult{Changes: plugin.DiffNone}, nil
-}
-
-func (p *Provider) Configure(context.Context, plugin.ConfigureRequest) (plugin.ConfigureResponse, error) {
-	return plugin.ConfigureResponse{}, nil
-}
-
-func (p *Provider) SignalCancellation(context.Context) error {
-	p.cancel.Cancel()
-	return nil
+func New() *Provider {
+	return &Provider{Plugin: pkit.NewPlugin("command", Version, schemas.Command), Dial: dialSSH}
 }
 
 func (p *Provider) Check(_ context.Context, req plugin.CheckRequest) (plugin.CheckResponse, error) {
@@ -153,11 +126,7 @@ func (p *Provider) Delete(ctx context.Context, req plugin.DeleteRequest) (plugin
 
 // Read: a command's effect cannot be read back; the state is what ran.
 func (p *Provider) Read(_ context.Context, req plugin.ReadRequest) (plugin.ReadResponse, error) {
-	inputs := req.Inputs
-	if len(inputs) == 0 {
-		inputs = pkit.OldInputs(nil, req.State, commandInputs...)
-	}
-	return plugin.ReadResponse{ReadResult: plugin.ReadResult{ID: req.ID, Inputs: inputs, Outputs: req.State}}, nil
+	return pkit.ReadState(req, commandInputs...), nil
 }
 
 // run executes one script over SSH and records stdout/stderr in outs (secret when any input
@@ -165,7 +134,7 @@ func (p *Provider) Read(_ context.Context, req plugin.ReadRequest) (plugin.ReadR
 func (p *Provider) run(ctx context.Context, name, op string, timeout float64, ins resource.PropertyMap,
 	script string, previous resource.PropertyMap, outs resource.PropertyMap,
 ) error {
-	ctx, stop := p.cancel.Join(ctx)
+	ctx, stop := p.Cancel.Join(ctx)
 	defer stop()
 	ctx, cancel := pkit.Timeout(ctx, timeout, defaultTimeout)
 	defer cancel()

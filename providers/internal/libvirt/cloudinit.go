@@ -66,13 +66,9 @@ func (cloudInitKind) create(ctx context.Context, c *Conn, _ string, ins resource
 	if err != nil {
 		return "", nil, fmt.Errorf("build cloud-init ISO %q: %w", name, err)
 	}
-	pool, err := poolOf(ctx, c, ins)
+	pool, err := poolFor(ctx, c, ins, name)
 	if err != nil {
 		return "", nil, err
-	}
-	_ = call0(ctx, func() error { return c.l.StoragePoolRefresh(pool, 0) })
-	if _, err := call(ctx, func() (golibvirt.StorageVol, error) { return c.l.StorageVolLookupByName(pool, name) }); err == nil {
-		return "", nil, fmt.Errorf("volume %q already exists in pool %q on %s", name, pool.Name, c.URI)
 	}
 	vol, err := createVol(ctx, c, pool, libvirtxml.StorageVolume{Name: name,
 		Capacity: &libvirtxml.StorageVolumeSize{Value: uint64(len(iso)), Unit: "B"},

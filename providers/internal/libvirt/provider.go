@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/blang/semver"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
 
@@ -59,22 +58,14 @@ var kinds = map[string]kind{
 
 // Provider implements plugin.Provider for libvirt.
 type Provider struct {
-	plugin.UnimplementedProvider
-	uri    string
-	conns  *Conns
-	cancel *pkit.Canceller
+	pkit.Plugin
+	uri   string
+	conns *Conns
 }
 
 // New returns an unconfigured provider.
-func New() *Provider { return &Provider{conns: NewConns(), cancel: pkit.NewCanceller()} }
-
-func (p *Provider) GetPluginInfo(context.Context) (plugin.PluginInfo, error) {
-	v := semver.MustParse(Version)
-	return plugin.PluginInfo{Version: &v}, nil
-}
-
-func (p *Provider) GetSchema(context.Context, plugin.GetSchemaRequest) (plugin.GetSchemaResponse, error) {
-	return plugin.GetSchemaResponse{Schema: schemas.Libvirt}, nil
+func New() *Provider {
+	return &Provider{Plugin: pkit.NewPlugin("libvirt", Version, schemas.Libvirt), conns: NewConns()}
 }
 
 func (p *Provider) CheckConfig(_ context.Context, req plugin.CheckConfigRequest) (plugin.CheckConfigResponse, error) {
@@ -103,11 +94,6 @@ func (p *Provider) DiffConfig(_ context.Context, req plugin.DiffConfigRequest) (
 func (p *Provider) Configure(_ context.Context, req plugin.ConfigureRequest) (plugin.ConfigureResponse, error) {
 	p.uri, _ = pkit.String(req.Inputs, "uri")
 	return plugin.ConfigureResponse{}, nil
-}
-
-func (p *Provider) SignalCancellation(context.Context) error {
-	p.cancel.Cancel()
-	return nil
 }
 
 func (p *Provider) Close() error {
@@ -148,7 +134,7 @@ func (p *Provider) Diff(_ context.Context, req plugin.DiffRequest) (plugin.DiffR
 }
 
 func (p *Provider) op(ctx context.Context, timeout float64) (context.Context, context.CancelFunc) {
-	ctx, stop := p.cancel.Join(ctx)
+	ctx, stop := p.Cancel.Join(ctx)
 	tctx, cancel := pkit.Timeout(ctx, timeout, defaultTimeout)
 	return tctx, func() { cancel(); stop() }
 }
@@ -205,10 +191,7 @@ func (p *Provider) Read(ctx context.Context, req plugin.ReadRequest) (plugin.Rea
 	if outs == nil {
 		return plugin.ReadResponse{ReadResult: plugin.ReadResult{ID: req.ID}}, nil
 	}
-	inputs := req.Inputs
-	if len(inputs) == 0 {
-		inputs = pkit.OldInputs(nil, outs, k.inputs()...)
-	}
+	inputs := pkit.OldInputs(req.Inputs, outs, k.inputs()...)
 	if d, ok := k.(drifter); ok {
 		// What changed behind Pulumi's back shows in the inputs too, so the next up repairs it.
 		inputs = d.drift(inputs, outs)

@@ -65,15 +65,25 @@ func poolOf(ctx context.Context, c *Conn, ins resource.PropertyMap) (golibvirt.S
 	return pool, nil
 }
 
-func (volumeKind) create(ctx context.Context, c *Conn, _ string, ins resource.PropertyMap) (string, resource.PropertyMap, error) {
-	name, _ := pkit.String(ins, "name")
+// poolFor is the pool (input `pool`) a new volume `name` goes into, refreshed (a file removed
+// behind libvirt's back stays listed until then); an error when `name` is taken there already.
+func poolFor(ctx context.Context, c *Conn, ins resource.PropertyMap, name string) (golibvirt.StoragePool, error) {
 	pool, err := poolOf(ctx, c, ins)
 	if err != nil {
-		return "", nil, err
+		return pool, err
 	}
 	_ = call0(ctx, func() error { return c.l.StoragePoolRefresh(pool, 0) })
 	if _, err := call(ctx, func() (golibvirt.StorageVol, error) { return c.l.StorageVolLookupByName(pool, name) }); err == nil {
-		return "", nil, fmt.Errorf("volume %q already exists in pool %q on %s", name, pool.Name, c.URI)
+		return pool, fmt.Errorf("volume %q already exists in pool %q on %s", name, pool.Name, c.URI)
+	}
+	return pool, nil
+}
+
+func (volumeKind) create(ctx context.Context, c *Conn, _ string, ins resource.PropertyMap) (string, resource.PropertyMap, error) {
+	name, _ := pkit.String(ins, "name")
+	pool, err := poolFor(ctx, c, ins, name)
+	if err != nil {
+		return "", nil, err
 	}
 	def := libvirtxml.StorageVolume{Name: name, Target: &libvirtxml.StorageVolumeTarget{}}
 	format := pkit.StringOr(ins, "format", "")

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math/big"
 
-	"github.com/blang/semver"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
 	"golang.org/x/crypto/bcrypt"
@@ -35,36 +34,11 @@ var passwordInputs = []string{"length", "lower", "upper", "numeric", "number", "
 
 // Provider implements plugin.Provider for RandomPassword.
 type Provider struct {
-	plugin.UnimplementedProvider
+	pkit.Plugin
 }
 
 // New returns the provider.
-func New() *Provider { return &Provider{} }
-
-func (p *Provider) GetPluginInfo(context.Context) (plugin.PluginInfo, error) {
-	v := semver.MustParse(Version)
-	return plugin.PluginInfo{Version: &v}, nil
-}
-
-func (p *Provider) GetSchema(context.Context, plugin.GetSchemaRequest) (plugin.GetSchemaResponse, error) {
-	return plugin.GetSchemaResponse{Schema: schemas.Random}, nil
-}
-
-func (p *Provider) CheckConfig(_ context.Context, req plugin.CheckConfigRequest) (plugin.CheckConfigResponse, error) {
-	// The random provider has no configuration; `version` is the engine's own.
-	return plugin.CheckConfigResponse{Properties: req.News,
-		Failures: pkit.Unsupported("random", "pulumi:providers:random", req.News, "version")}, nil
-}
-
-func (p *Provider) DiffConfig(context.Context, plugin.DiffConfigRequest) (plugin.DiffConfigResponse, error) {
-	return plugin.DiffResult{Changes: plugin.DiffNone}, nil
-}
-
-func (p *Provider) Configure(context.Context, plugin.ConfigureRequest) (plugin.ConfigureResponse, error) {
-	return plugin.ConfigureResponse{}, nil
-}
-
-func (p *Provider) SignalCancellation(context.Context) error { return nil }
+func New() *Provider { return &Provider{pkit.NewPlugin("random", Version, schemas.Random)} }
 
 func (p *Provider) Check(_ context.Context, req plugin.CheckRequest) (plugin.CheckResponse, error) {
 	if req.Type != passwordType {
@@ -117,11 +91,7 @@ func (p *Provider) Create(_ context.Context, req plugin.CreateRequest) (plugin.C
 
 // Read: a password exists only in the state, so reality is what the state says.
 func (p *Provider) Read(_ context.Context, req plugin.ReadRequest) (plugin.ReadResponse, error) {
-	inputs := req.Inputs
-	if len(inputs) == 0 {
-		inputs = pkit.OldInputs(nil, req.State, passwordInputs...)
-	}
-	return plugin.ReadResponse{ReadResult: plugin.ReadResult{ID: req.ID, Inputs: inputs, Outputs: req.State}}, nil
+	return pkit.ReadState(req, passwordInputs...), nil
 }
 
 func (p *Provider) Update(context.Context, plugin.UpdateRequest) (plugin.UpdateResponse, error) {
