@@ -181,8 +181,24 @@ class Lab:
             daemons.wait_galera(proc, self.node(name), self.dirs(name), timeout_s)
 
     def wait_healthy(self, timeout_s: float = 60) -> float:
-        return wait_for("every node's health endpoint to answer 200",
-                        lambda: all(s.status == 200 for s in self.status()), timeout_s, 0.2)
+        """Until the cluster is whole: every node's health endpoint answers 200, and every self
+        check answers with nothing degraded and every peer it sees up (HAProxy takes a node back
+        only after two good checks, so a revived node is healthy before its LB says so)."""
+        return wait_for("every node healthy and every self check whole",
+                        lambda: all(s.status == 200 for s in self.status()) and self._whole(),
+                        timeout_s, 0.2)
+
+    def _whole(self) -> bool:
+        for node in self.topology.nodes.values():
+            try:
+                answer = httpx.get(self.topology.self_url(node), timeout=1.0)
+                body = answer.json()
+            except (httpx.HTTPError, ValueError):
+                return False
+            sees = body.get("sees") or {}
+            if answer.status_code != 200 or body.get("degraded") or not all(sees.values()):
+                return False
+        return True
 
     def wait_node_healthy(self, name: str, timeout_s: float = 60) -> float:
         url = self.topology.health_url(self.node(name))
