@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,16 +29,26 @@ T = TypeVar("T")
 
 DEFAULT_LOCK_RETRIES = 6
 DEFAULT_LOCK_WAIT_S = 10.0
+STREAMED_TAIL_LINES = 200  # of a streamed `up`, kept to say why it failed
+GENERIC_ERRORS = frozenset({"error: update failed", "error: preview failed"})
 INSTALL_HINT = ("install it (curl -fsSL https://get.pulumi.com | sh, or `make engine` for the "
                 "source build) or point --pulumi-root at a directory holding bin/pulumi")
 
 
-def _last_error_line(err: auto_errors.CommandError) -> str:
+def _last_error_line(err: auto_errors.CommandError, streamed: Sequence[str] = ()) -> str:
+    """The line that says why: the last `error...` line of the CLI's stderr or, when `up`
+    streamed its output (then the error carries none), of what it streamed."""
     text = str(err)
     stderr = text.split("stderr:", 1)[-1] if "stderr:" in text else text
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.lower().startswith("error")]
-    return (errors or lines or ["no output"])[-1][:300]
+    for source in (stderr.splitlines(), streamed):
+        lines = [ln.strip() for ln in source if ln.strip()]
+        errors = [ln for ln in lines if ln.lower().startswith("error")]
+        # "error: update failed" closes every failed update: the line before it says why.
+        telling = [ln for ln in errors if ln.lower() not in GENERIC_ERRORS]
+        if telling or errors:
+            return (telling or errors)[-1][:300]
+    lines = [ln.strip() for ln in (*stderr.splitlines(), *streamed) if ln.strip()]
+    return (lines or ["no output"])[-1][:300]
 
 
 class Deployer:
@@ -120,17 +131,23 @@ class Deployer:
         `timeout_s` the CLI gets SIGINT (it cancels the update and releases the stack's lock),
         then SIGKILL: DeployTimedOut."""
         stack = self.stack()
+        tail: deque[str] = deque(maxlen=STREAMED_TAIL_LINES)
+
+        def stream(line: str) -> None:
+            tail.append(line)
+            self.on_output(line)
+
         try:
             with self.command().deadline(timeout_s):
                 result = self._call("up", lambda: stack.up(
-                    replace=list(replace) or None, message=message, on_output=self.on_output,
-                    on_error=self.on_output, color="never"))
+                    replace=list(replace) or None, message=message, on_output=stream,
+                    on_error=stream, color="never"), streamed=tail)
         except ChildTimedOut:
             raise DeployTimedOut(f"`pulumi up` ran longer than {timeout_s:g} s "
                                  "(mac:watchdog.upTimeout) and was cancelled") from None
         return str(result.summary.result)
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], streamed: Sequence[str] = ()) -> T:
         for attempt in range(self.lock_retries + 1):
             try:
                 return fn()
@@ -146,7 +163,7 @@ class Deployer:
                 raise DeployFailed(f"stack {self.stack_name} does not exist in the Pulumi backend; "
                                    f"create it with `pulumi stack init {self.stack_name}`") from None
             except auto_errors.CommandError as err:
-                raise DeployFailed(f"`pulumi {what}` failed: {_last_error_line(err)}") from None
+                raise DeployFailed(f"`pulumi {what}` failed: {_last_error_line(err, streamed)}") from None
             except FileNotFoundError:
                 raise PulumiNotFound(f"the Pulumi CLI disappeared while running `pulumi {what}`; "
                                      f"{INSTALL_HINT}") from None

@@ -159,10 +159,11 @@ def test_host_failover_against_real_cli_and_libvirt(
         assert {m.node for m in failover.moves} == on_h1
         write_topology(path, failover.topology)
         output.clear()
-        with pytest.raises(DeployFailed):
+        with pytest.raises(DeployFailed) as failed_up:
             deployer.up(message="engine test: up without pruning")
         streamed = "\n".join(output)
         assert f"cannot connect to libvirt at {dead.uri}" in streamed, streamed[-3000:]
+        assert f"cannot connect to libvirt at {dead.uri}" in str(failed_up.value)  # the line why
         write_topology(path, topo)  # back to the stack file the watchdog finds
 
         fenced: list[str] = []
