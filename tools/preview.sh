@@ -20,10 +20,11 @@ if ! [ -x .engine/bin/pulumi ] || ! [ -x .engine/bin/pulumi-language-python ]; t
   echo "make preview: the engine is not built: run \`make engine\`" >&2
   exit 2
 fi
+# Our plugins, as `make engine` installs them into PULUMI_HOME (or any on PATH).
 for piece in libvirt command random; do
-  if ! command -v "pulumi-resource-$piece" >/dev/null 2>&1; then
-    why="$(head -1 ".engine/missing/pulumi-resource-$piece.txt" 2>/dev/null || true)"
-    echo "make preview: provider plugin pulumi-resource-$piece is missing${why:+: $why}" >&2
+  if ! compgen -G "$PULUMI_HOME/plugins/resource-$piece-v*/pulumi-resource-$piece" >/dev/null \
+     && ! command -v "pulumi-resource-$piece" >/dev/null 2>&1; then
+    echo "make preview: provider plugin pulumi-resource-$piece is missing: run \`make engine\`" >&2
     exit 2
   fi
 done
