@@ -19,7 +19,7 @@ import httpx
 
 from components.roles import Secrets, mysql
 from components.stack_file import load_topology, stack_path
-from components.topology import LB_HTTP_PORT, Node, Role, Topology
+from components.topology import HEALTH_ENDPOINTS, LB_HTTP_PORT, Node, Role, Topology
 from lab import daemons, netns
 from lab.daemons import NodeDirs
 from lab.lock import LabLock
@@ -103,7 +103,22 @@ class Lab:
 
     @property
     def url(self) -> str:
-        return f"http://{self.lb.ip}:{LB_HTTP_PORT}"
+        """Where clients go: the LB pair's VIP, else the one LB."""
+        return f"http://{self.topology.front_ip}:{LB_HTTP_PORT}"
+
+    def vip_holders(self) -> list[str]:
+        """The LBs whose eth0 carries the VIP now (one, or two in a split brain; [] without)."""
+        vip = self.topology.network.vip
+        if vip is None:
+            return []
+        return [n.name for n in self.topology.nodes_of(Role.LB)
+                if f" {vip}/" in netns.ip("-n", ns_of(n.name), "-o", "-4", "addr", "show", "dev",
+                                          "eth0", check=False).stdout]
+
+    def wait_vip(self, name: str, timeout_s: float = 10) -> float:
+        """Wait until `name` (only) holds the VIP; the seconds it took."""
+        return wait_for(f"{name} to hold the VIP", lambda: self.vip_holders() == [name],
+                        timeout_s, 0.01)
 
     # ---- bring up ----------------------------------------------------------------------------
 
@@ -134,7 +149,11 @@ class Lab:
         daemons.sql(ns_of(first.name), self.dirs(first.name), "",
                     stdin=mysql.app_schema_sql(self.secrets.db_app_password,
                                                self.secrets.db_root_password))
-        for node in [*self.topology.nodes_of(Role.LB), *self.topology.nodes_of(Role.WEB)]:
+        for node in self.topology.nodes_of(Role.LB):
+            self.start_node(node.name)
+            if self.topology.network.vip is not None and node == self.topology.arbitrator:
+                self.wait_vip(node.name)  # the preferred master first: who is master is known
+        for node in self.topology.nodes_of(Role.WEB):
             self.start_node(node.name)
         self.wait_healthy(timeout_s)
         return time.monotonic() - start
@@ -163,8 +182,11 @@ class Lab:
         elif node.role is Role.WEB:
             daemons.start_web(self.state, ns, node, self.topology, dirs, self.secrets.db_app_password)
         else:
-            daemons.start_garbd(self.state, ns, node, self.topology, dirs)
+            if node == self.topology.arbitrator:  # garbd on one LB only (odd number of votes)
+                daemons.start_garbd(self.state, ns, node, self.topology, dirs)
             daemons.start_haproxy(self.state, ns, node, self.topology, dirs)
+            if self.topology.network.vip is not None:
+                daemons.start_keepalived(self.state, ns, node, self.topology, dirs)
 
     def power_on_db_nodes(self, names: list[str], timeout_s: float = 120) -> None:
         """Start several DB nodes at once, as a site power-on: every clustercheck first (a VM
@@ -179,8 +201,18 @@ class Lab:
             daemons.wait_galera(proc, self.node(name), self.dirs(name), timeout_s)
 
     def wait_healthy(self, timeout_s: float = 60) -> float:
-        return wait_for("every node's health endpoint to answer 200",
-                        lambda: all(s.status == 200 for s in self.status()), timeout_s, 0.2)
+        return wait_for("every node's health endpoint (and the VIP's) to answer 200",
+                        lambda: all(s.status == 200 for s in self.status())
+                        and (self.topology.network.vip is None or self.vip_status() == 200),
+                        timeout_s, 0.2)
+
+    def vip_status(self) -> int | None:
+        """The LB monitor's answer at the VIP (None: no VIP, or no answer)."""
+        vip = self.topology.network.vip
+        if vip is None:
+            return None
+        monitor = HEALTH_ENDPOINTS[Role.LB]
+        return http_status(f"http://{vip}:{monitor.port}{monitor.path}", 1.0)
 
     def wait_node_healthy(self, name: str, timeout_s: float = 60) -> float:
         url = self.topology.health_url(self.node(name))

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.roles import lb, mysql, web
+from components.roles import keepalived, lb, mysql, web
 from components.roles.common import script_path
 from components.topology import Node, Role, Topology
 from lab.netns import LabError, run
@@ -203,10 +203,39 @@ def start_haproxy(state: LabState, ns: str, node: Node, topology: Topology, dirs
         d.mkdir(parents=True, exist_ok=True)
     cfg = dirs.root / "haproxy.cfg"
     cfg.write_text(lb.render_haproxy_cfg(node.name, node.ip, lb.backends(topology, Role.WEB),
-                                         lb.backends(topology, Role.MYSQL), haproxy_paths(dirs)))
+                                         lb.backends(topology, Role.MYSQL), haproxy_paths(dirs),
+                                         vip=topology.network.vip))
+    if topology.network.vip is not None:
+        # The VM's sysctl.d file (keepalived.SYSCTL_CONF); per namespace here. A killed LB's VIP
+        # stays on its eth0 (a VM's reboot clears it): it must not answer ARP for it once back.
+        run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{keepalived.NONLOCAL_BIND}=1"])
+        run(["ip", "-n", ns, "addr", "del", f"{topology.network.vip}/{topology.network.prefix_len}",
+             "dev", "eth0"], check=False)
     run(["haproxy", "-c", "-q", "-f", str(cfg)])
-    return spawn(state, ns, node.name, "haproxy", ["haproxy", "-db", "-f", str(cfg)], dirs,
-                 "haproxy.log")
+    return spawn(state, ns, node.name, "haproxy", haproxy_argv(dirs), dirs, "haproxy.log")
+
+
+def haproxy_argv(dirs: NodeDirs) -> list[str]:
+    return ["haproxy", "-db", "-f", str(dirs.root / "haproxy.cfg")]
+
+
+def keepalived_paths(dirs: NodeDirs) -> keepalived.KeepalivedPaths:
+    """All LBs share one PID namespace here: keepalived tracks its own HAProxy by command line."""
+    return keepalived.KeepalivedPaths(haproxy_process=tuple(haproxy_argv(dirs)))
+
+
+def start_keepalived(state: LabState, ns: str, node: Node, topology: Topology,
+                     dirs: NodeDirs) -> Proc:
+    """keepalived in the LB's namespace (VRRP only), with the config a VM gets but for paths."""
+    assert topology.network.vip is not None
+    conf = dirs.root / "keepalived.conf"
+    conf.write_text(keepalived.render_keepalived_conf(
+        node.name, node.ip, keepalived.peers(node, topology), topology.network.vip,
+        topology.network.prefix_len, keepalived.priority(node, topology), keepalived_paths(dirs)))
+    argv = ["keepalived", "--dont-fork", "--log-console", "--no-syslog", "--vrrp",
+            "--use-file", str(conf), "--pid", str(dirs.run / "keepalived.pid"),
+            "--vrrp_pid", str(dirs.run / "keepalived-vrrp.pid")]
+    return spawn(state, ns, node.name, "keepalived", argv, dirs, "keepalived.log")
 
 
 # ---- hosts ----------------------------------------------------------------------------------

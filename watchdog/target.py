@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from components.topology import SSH_PORT, Node, Topology
+from components.topology import HEALTH_ENDPOINTS, SSH_PORT, Node, Role, Topology
 
 
 class Kind(StrEnum):
     HOST = "host"
     NODE = "node"
+    VIP = "vip"  # the LB pair's floating IP: watched and reported, never remediated (detect.classify)
 
 
 class TargetKey(NamedTuple):
@@ -65,10 +66,15 @@ def targets(
     url_for: Callable[[Node], str] | None = None,
     ssh_port: int = SSH_PORT,
 ) -> list[Target]:
-    """Every node, and every host the program manages (active hosts and spares, not failed ones)."""
+    """Every node, every host the program manages (active hosts and spares, not failed ones), and
+    the LB pair's VIP (each LB is probed as a node too)."""
     url = url_for or topology.health_url
     found = [Target(Kind.HOST, name, f"{topology.hosts[name].address}:{ssh_port}", "host")
              for name in topology.live_hosts]
     found += [Target(Kind.NODE, node.name, url(node), node.role.value)
               for node in sorted(topology.nodes.values(), key=lambda n: n.name)]
+    if topology.network.vip is not None:
+        monitor = HEALTH_ENDPOINTS[Role.LB]
+        found.append(Target(Kind.VIP, "vip", f"http://{topology.network.vip}:{monitor.port}"
+                            f"{monitor.path}", Role.LB.value))
     return found
