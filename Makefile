@@ -8,7 +8,7 @@ STACK   ?= lab
 setup: packages venv
 
 LAB_PACKAGES = apache2 libapache2-mod-php php-mysql mariadb-server galera-4 galera-arbitrator-4 \
-	haproxy keepalived iproute2 rsync socat curl openssh-server
+	haproxy keepalived iptables iproute2 rsync socat curl openssh-server
 packages:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \

@@ -115,10 +115,18 @@ class Lab:
                 if f" {vip}/" in netns.ip("-n", ns_of(n.name), "-o", "-4", "addr", "show", "dev",
                                           "eth0", check=False).stdout]
 
-    def wait_vip(self, name: str, timeout_s: float = 10) -> float:
-        """Wait until `name` (only) holds the VIP; the seconds it took."""
-        return wait_for(f"{name} to hold the VIP", lambda: self.vip_holders() == [name],
-                        timeout_s, 0.01)
+    def wait_vip(self, name: str, timeout_s: float = 10, alone: bool = True) -> float:
+        """Wait until `name` holds the VIP (`alone`: and no other LB); the seconds it took.
+        A dead host's namespace keeps the address on its downed link: `alone=False` then."""
+        def held() -> bool:
+            holders = self.vip_holders()
+            return holders == [name] if alone else name in holders
+        return wait_for(f"{name} to hold the VIP", held, timeout_s, 0.01)
+
+    def lb_mac(self, name: str) -> str:
+        """The MAC of an LB's eth0 (what a client's ARP entry for the VIP names)."""
+        out = netns.ip("-n", ns_of(name), "-o", "link", "show", "eth0").stdout
+        return out.split("link/ether ", 1)[1].split()[0]
 
     # ---- bring up ----------------------------------------------------------------------------
 
@@ -187,6 +195,10 @@ class Lab:
             daemons.start_haproxy(self.state, ns, node, self.topology, dirs)
             if self.topology.network.vip is not None:
                 daemons.start_keepalived(self.state, ns, node, self.topology, dirs)
+
+    def restart_haproxy(self, name: str) -> None:
+        """HAProxy alone started again on an LB (as systemd restarts it), nothing else touched."""
+        daemons.start_haproxy(self.state, ns_of(name), self.node(name), self.topology, self.dirs(name))
 
     def power_on_db_nodes(self, names: list[str], timeout_s: float = 120) -> None:
         """Start several DB nodes at once, as a site power-on: every clustercheck first (a VM

@@ -57,11 +57,13 @@ CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def spawn(state: LabState, ns: str, node: str, what: str, argv: list[str], dirs: NodeDirs,
-          log_name: str) -> Proc:
-    """Run `argv` inside `ns` in its own session (so its process group can be killed whole)."""
+          log_name: str, enter: bool = True) -> Proc:
+    """Run `argv` inside `ns` in its own session (so its process group can be killed whole).
+    `enter=False`: `argv` enters the namespace by itself (keepalived --namespace)."""
     with open(dirs.log / log_name, "ab") as out:
         # cwd = the node's directory: garbd keeps its view (gvwstate.dat) in its working directory.
-        popen = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=out, stderr=out,
+        command = ["ip", "netns", "exec", ns, *argv] if enter else argv
+        popen = subprocess.Popen(command, stdout=out, stderr=out,
                                  stdin=subprocess.DEVNULL, start_new_session=True,
                                  cwd=dirs.root)
     CHILDREN[popen.pid] = popen
@@ -206,11 +208,8 @@ def start_haproxy(state: LabState, ns: str, node: Node, topology: Topology, dirs
                                          lb.backends(topology, Role.MYSQL), haproxy_paths(dirs),
                                          vip=topology.network.vip))
     if topology.network.vip is not None:
-        # The VM's sysctl.d file (keepalived.SYSCTL_CONF); per namespace here. A killed LB's VIP
-        # stays on its eth0 (a VM's reboot clears it): it must not answer ARP for it once back.
+        # The VM's sysctl.d file (keepalived.SYSCTL_CONF); per namespace here.
         run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{keepalived.NONLOCAL_BIND}=1"])
-        run(["ip", "-n", ns, "addr", "del", f"{topology.network.vip}/{topology.network.prefix_len}",
-             "dev", "eth0"], check=False)
     run(["haproxy", "-c", "-q", "-f", str(cfg)])
     return spawn(state, ns, node.name, "haproxy", haproxy_argv(dirs), dirs, "haproxy.log")
 
@@ -228,14 +227,22 @@ def start_keepalived(state: LabState, ns: str, node: Node, topology: Topology,
                      dirs: NodeDirs) -> Proc:
     """keepalived in the LB's namespace (VRRP only), with the config a VM gets but for paths."""
     assert topology.network.vip is not None
+    # A killed LB's VIP stays on its eth0 (a VM's reboot clears it): gone before it is back.
+    run(["ip", "-n", ns, "addr", "del", f"{topology.network.vip}/{topology.network.prefix_len}",
+         "dev", "eth0"], check=False)
+    for pid_file in ("keepalived.pid", "keepalived-vrrp.pid"):
+        (dirs.run / pid_file).unlink(missing_ok=True)  # a killed one's (a reboot empties /run)
     conf = dirs.root / "keepalived.conf"
     conf.write_text(keepalived.render_keepalived_conf(
         node.name, node.ip, keepalived.peers(node, topology), topology.network.vip,
         topology.network.prefix_len, keepalived.priority(node, topology), keepalived_paths(dirs)))
+    # Started in the root namespace and moving itself into the LB's (--namespace): the kernel's
+    # process events (vrrp_track_process) reach only listeners opened in the initial namespace;
+    # from inside (`ip netns exec`) keepalived gets "connection refused" and stays in FAULT.
     argv = ["keepalived", "--dont-fork", "--log-console", "--no-syslog", "--vrrp",
-            "--use-file", str(conf), "--pid", str(dirs.run / "keepalived.pid"),
+            "--namespace", ns, "--use-file", str(conf), "--pid", str(dirs.run / "keepalived.pid"),
             "--vrrp_pid", str(dirs.run / "keepalived-vrrp.pid")]
-    return spawn(state, ns, node.name, "keepalived", argv, dirs, "keepalived.log")
+    return spawn(state, ns, node.name, "keepalived", argv, dirs, "keepalived.log", enter=False)
 
 
 # ---- hosts ----------------------------------------------------------------------------------
