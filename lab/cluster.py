@@ -107,13 +107,14 @@ class Lab:
         return f"http://{self.topology.front_ip}:{LB_HTTP_PORT}"
 
     def vip_holders(self) -> list[str]:
-        """The LBs whose eth0 carries the VIP now (one, or two in a split brain; [] without)."""
+        """The LBs that carry the VIP now (one, or two in a split brain; [] without a VIP). A dead
+        host's LB keeps it on its downed link (its namespace lives on)."""
         vip = self.topology.network.vip
         if vip is None:
             return []
         return [n.name for n in self.topology.nodes_of(Role.LB)
-                if f" {vip}/" in netns.ip("-n", ns_of(n.name), "-o", "-4", "addr", "show", "dev",
-                                          "eth0", check=False).stdout]
+                if f" {vip}/" in netns.ip("-n", ns_of(n.name), "-o", "-4", "addr", "show", "up",
+                                          check=False).stdout]
 
     def wait_vip(self, name: str, timeout_s: float = 10, alone: bool = True) -> float:
         """Wait until `name` holds the VIP (`alone`: and no other LB); the seconds it took.
@@ -122,11 +123,6 @@ class Lab:
             holders = self.vip_holders()
             return holders == [name] if alone else name in holders
         return wait_for(f"{name} to hold the VIP", held, timeout_s, 0.01)
-
-    def lb_mac(self, name: str) -> str:
-        """The MAC of an LB's eth0 (what a client's ARP entry for the VIP names)."""
-        out = netns.ip("-n", ns_of(name), "-o", "link", "show", "eth0").stdout
-        return out.split("link/ether ", 1)[1].split()[0]
 
     # ---- bring up ----------------------------------------------------------------------------
 

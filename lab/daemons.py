@@ -228,8 +228,7 @@ def start_keepalived(state: LabState, ns: str, node: Node, topology: Topology,
     """keepalived in the LB's namespace (VRRP only), with the config a VM gets but for paths."""
     assert topology.network.vip is not None
     # A killed LB's VIP stays on its eth0 (a VM's reboot clears it): gone before it is back.
-    run(["ip", "-n", ns, "addr", "del", f"{topology.network.vip}/{topology.network.prefix_len}",
-         "dev", "eth0"], check=False)
+    run(["ip", "-n", ns, "link", "del", keepalived.VMAC_INTERFACE], check=False)
     for pid_file in ("keepalived.pid", "keepalived-vrrp.pid"):
         (dirs.run / pid_file).unlink(missing_ok=True)  # a killed one's (a reboot empties /run)
     conf = dirs.root / "keepalived.conf"

@@ -219,17 +219,9 @@ class SplitBrain:
     """The two LBs cut from each other (not from clients) under load, then healed."""
 
     holders_during: list[str]
-    client_mac: str  # the MAC the client's ARP entry names for the VIP during the split
-    client_lb: str  # the LB that MAC belongs to
     served_during: dict[str, int]  # requests each LB's HAProxy took in a window during the split
     holders_after: list[str]
     report: LoadReport
-
-
-def neighbour_mac(address: str) -> str:
-    """The MAC the root namespace (the clients) would send `address`'s packets to now."""
-    out = netns.ip("neigh", "show", address, check=False).stdout.split()
-    return out[out.index("lladdr") + 1] if "lladdr" in out else ""
 
 
 def requests_served(lab: Lab, lb: str) -> int:
@@ -265,8 +257,7 @@ def cut_lb_peers(lab: Lab, cut: bool) -> None:
 def run_split_brain(lab: Lab, rate: float, split_s: float = 4.0, settle_s: float = 1.5,
                     window_s: float = 2.0) -> SplitBrain:
     """Load through the VIP; the LBs cut from each other for `split_s`, then healed."""
-    vip = lab.topology.network.vip
-    assert vip is not None, "the split-brain drill needs an LB pair (mac:network.vip)"
+    assert lab.topology.network.vip is not None, "the split-brain drill needs an LB pair"
     lbs = [n.name for n in lab.topology.nodes_of(Role.LB)]
     with Load(lab.url, rate, split_s + 8) as load:
         time.sleep(2.0)
@@ -277,11 +268,9 @@ def run_split_brain(lab: Lab, rate: float, split_s: float = 4.0, settle_s: float
             before = {lb: requests_served(lab, lb) for lb in lbs}
             time.sleep(window_s)
             served = {lb: requests_served(lab, lb) - before[lb] for lb in lbs}
-            mac = neighbour_mac(vip)
             time.sleep(max(0.0, split_s - settle_s - window_s))
         finally:
             cut_lb_peers(lab, False)
         time.sleep(3.0)
         after = lab.vip_holders()
-    owner = next((lb for lb in lbs if lab.lb_mac(lb) == mac), "")
-    return SplitBrain(holders, mac, owner, served, after, load.report())
+    return SplitBrain(holders, served, after, load.report())

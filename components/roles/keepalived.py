@@ -17,6 +17,12 @@ KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 SYSCTL_CONF = "/etc/sysctl.d/60-mac-vip.conf"
 NONLOCAL_BIND = "net.ipv4.ip_nonlocal_bind"
 VIRTUAL_ROUTER_ID = 51
+# The VIP lives on a macvlan with VRRP's virtual MAC (00:00:5e:00:01:<id>), so it keeps its MAC
+# when it moves: clients' ARP entries stay right and only the bridge relearns the port from the
+# new master's gratuitous ARP. With the real MACs, a client that ignored the gratuitous ARP (Linux
+# does within `locktime` of its entry's last update) kept sending to the old LB: one lab run
+# stalled 15 s that way.
+VMAC_INTERFACE = f"vrrp.{VIRTUAL_ROUTER_ID}"
 # VRRPv3 adverts every 200 ms: a silent master is taken over after 3 missed adverts plus the skew
 # ((256 - priority) / 256 adverts), ~0.7 s. 100 ms halves that but on a busy 2-core machine an
 # advert delayed by scheduling would then move the VIP for nothing.
@@ -110,6 +116,9 @@ vrrp_instance front {{
     state BACKUP
 {preemption}\
     interface {paths.interface}
+    use_vmac {VMAC_INTERFACE}
+    # Adverts leave from the interface's own address and MAC (the peer knows that one).
+    vmac_xmit_base
     virtual_router_id {VIRTUAL_ROUTER_ID}
     priority {prio}
     advert_int {ADVERT_INT_S:g}
@@ -118,7 +127,7 @@ vrrp_instance front {{
 {peer_lines}
     }}
     virtual_ipaddress {{
-        {ip(vip)}/{prefix_len} dev {paths.interface}
+        {ip(vip)}/{prefix_len}
     }}
     track_script {{
         haproxy_answers
