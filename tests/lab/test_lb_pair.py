@@ -7,15 +7,12 @@ is <= 1.5 s, and the old master's return does not move the VIP again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from components.topology import Role
 from lab.cluster import Lab
 from lab.drills import LbFault, run_lb_drill, run_split_brain
-from lab.requirements import skip_reason
 
 pytestmark = pytest.mark.lab
 
@@ -24,31 +21,6 @@ DURATION_S = 8
 KILL_AT_S = 3
 MAX_STALL_S = 1.5
 GRACE_S = 1.5  # after this long the failure must be invisible to clients
-
-
-@pytest.fixture(scope="module")
-def pair() -> Iterator[Lab]:
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    cluster = Lab.from_stack("lab-ha")
-    try:
-        cluster.up()
-        yield cluster
-    finally:
-        cluster.teardown()
-
-
-@pytest.fixture
-def healthy_pair(pair: Lab) -> Lab:
-    """Every node answering and exactly one LB holding the VIP."""
-    for status in pair.status():
-        if status.status != 200:
-            pair.kill_node(status.node)
-            pair.start_node(status.node)
-    pair.wait_healthy(90)
-    assert len(pair.vip_holders()) == 1
-    return pair
 
 
 def test_pair_serves_on_the_vip_with_one_arbitrator(healthy_pair: Lab) -> None:
