@@ -23,10 +23,13 @@ VIRTUAL_ROUTER_ID = 51
 # does within `locktime` of its entry's last update) kept sending to the old LB: one lab run
 # stalled 15 s that way.
 VMAC_INTERFACE = f"vrrp.{VIRTUAL_ROUTER_ID}"
-# VRRPv3 adverts every 200 ms: a silent master is taken over after 3 missed adverts plus the skew
-# ((256 - priority) / 256 adverts), ~0.7 s. 100 ms halves that but on a busy 2-core machine an
-# advert delayed by scheduling would then move the VIP for nothing.
-ADVERT_INT_S = 0.2
+# VRRPv3 adverts every 100 ms: a silent master is taken over after 3 missed adverts plus the skew
+# ((256 - priority) / 256 adverts), ~0.35 s. The clients' in-flight requests to the dead LB learn
+# of the move at their TCP retransmit (200 ms RTO, doubling: 0.2, 0.6, 1.4 s after sending): with
+# 200 ms adverts (~0.7 s) the move fell just after the 0.6 s retransmit and the stall was 1.4 s;
+# at ~0.35 s the 0.6 s retransmit finds the new master. vrrp_rt_priority keeps the adverts on time
+# on a busy machine (a late one would move the VIP for nothing).
+ADVERT_INT_S = 0.1
 # The first LB by name starts as the preferred master (and runs garbd: Topology.arbitrator).
 PRIORITIES = (150, 100)
 # keepalived runs scripts at whole seconds at best: the process is also tracked (netlink events,

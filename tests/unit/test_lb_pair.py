@@ -118,7 +118,7 @@ def test_each_lb_of_a_pair_gets_keepalived_and_binds_the_vip(pair: Topology) -> 
         assert f"unicast_src_ip {node.ip}\n" in conf
         assert f"unicast_peer {{\n        {peer.ip}\n    }}" in conf
         assert f"{VIP}/24\n" in conf
-        assert "vrrp_version 3" in conf and "advert_int 0.2\n" in conf
+        assert "vrrp_version 3" in conf and "advert_int 0.1\n" in conf
         assert "state BACKUP\n    nopreempt\n" in conf
         assert f"http://{node.ip}:8404/stats;csv" in conf  # HAProxy itself, not its backends
         assert "net.ipv4.ip_nonlocal_bind = 1" in files[keepalived.SYSCTL_CONF]
@@ -167,7 +167,7 @@ def test_keepalived_accepts_the_rendered_config(pair: Topology, tmp_path: Path) 
                     if line.strip() and line.strip() != "Terminated"]
         assert problems == [], problems
     broken = tmp_path / "broken.conf"
-    broken.write_text(conf.read_text().replace("advert_int 0.2", "advert_int x"))
+    broken.write_text(conf.read_text().replace("advert_int 0.1", "advert_int x"))
     out = subprocess.run([binary, "-t", "-f", str(broken)], capture_output=True, text=True,
                          timeout=30, check=False)
     assert str(broken) in out.stdout + out.stderr  # the check does see a bad config
