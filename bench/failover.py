@@ -8,8 +8,9 @@ first, so no FIN or RST: its web node and DB node at once), and is revived and c
 way. `max_ms` is the worst single request. Then `lb_node_death` on a stack with an LB pair
 (`--lb-stack`, default lab-ha: keepalived, clients on the VIP): the host of the LB holding the VIP
 goes silent; the same keys, plus `vip_moved_s` (kill until the backup holds the VIP),
-`sent_to_dead_lb` (requests the dead LB had: in flight, or sent over a keep-alive connection to
-it) and whether the VIP moved again when the old master came back. Each lab is removed at the end,
+`connections_to_dead_lb` (client connections it held: a request fails only on one of them, if in
+flight or sent over it later), `in_flight_at_kill`, `failed_elsewhere` (should be 0) and whether
+the VIP moved again when the old master came back. Each lab is removed at the end,
 also on errors.
 
 Usage: .venv/bin/python bench/failover.py [--rate 500] [--duration 20] [--kill-at 10]

@@ -156,10 +156,12 @@ class LbDrill:
     backup: str
     result: DrillResult
     vip_moved_s: float  # from the kill until the backup holds the VIP
-    # Requests the dead LB had: unanswered at the kill and sent to it, i.e. before the VIP moved
-    # or over a keep-alive connection opened to it before (http.client does not resend a request
-    # whose reused connection turns out dead; browsers and urllib3 do).
-    sent_to_dead_lb: int = 0
+    # Client connections the dead LB had: opened before the VIP moved, used after the kill. A
+    # request on one fails if it was in flight, or was sent over it later (http.client does not
+    # resend a request whose reused connection turns out dead; browsers and urllib3 do).
+    connections_to_dead_lb: int = 0
+    in_flight_at_kill: int = 0  # sent before the kill, not answered by then
+    failed_elsewhere: int = 0  # failed requests on connections opened after the move: must be 0
     holders_after_return: list[str] = field(default_factory=list)  # who holds it once it is back
     return_report: LoadReport | None = None  # load while the old master comes back
 
@@ -168,7 +170,8 @@ class LbDrill:
         out: dict[str, object] = {
             **report.summary(), "fault": self.fault.value, "master": self.master,
             "backup": self.backup, "vip_moved_s": round(self.vip_moved_s, 3),
-            "sent_to_dead_lb": self.sent_to_dead_lb,
+            "connections_to_dead_lb": self.connections_to_dead_lb,
+            "in_flight_at_kill": self.in_flight_at_kill, "failed_elsewhere": self.failed_elsewhere,
             "failed_samples": [o.error or o.status for o in report.failed][:3],
             "holders_after_return": self.holders_after_return,
             "second_move": self.holders_after_return != [self.backup]}
@@ -198,9 +201,13 @@ def run_lb_drill(lab: Lab, fault: LbFault, rate: float, duration_s: float, kill_
     report = load.report()
     drill = LbDrill(fault, master, backup, DrillResult(master, killed_at, report), moved)
     kill_abs, move_abs = report.started + killed_at, start + moved
-    drill.sent_to_dead_lb = sum(
-        1 for o in report.outcomes
-        if o.done > kill_abs and (o.sent < move_abs or (o.connected or o.sent) < move_abs))
+    def on_dead_lb(o: Outcome) -> bool:
+        return (o.connected if o.connected is not None else o.sent) < move_abs
+
+    drill.connections_to_dead_lb = len({o.connected for o in report.outcomes
+                                        if o.done > kill_abs and on_dead_lb(o)})
+    drill.in_flight_at_kill = sum(1 for o in report.outcomes if o.sent < kill_abs < o.done)
+    drill.failed_elsewhere = sum(1 for o in report.failed if not on_dead_lb(o))
     with Load(lab.url, rate, return_s + 6) as again:
         time.sleep(1.0)
         if fault is LbFault.HOST:

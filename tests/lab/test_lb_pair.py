@@ -45,7 +45,9 @@ def test_master_lb_death_moves_the_vip_within_the_goals(healthy_pair: Lab, fault
     report = drill.result.report
     assert drill.vip_moved_s < MAX_STALL_S
     assert report.longest_stall_s() <= MAX_STALL_S
-    assert len(report.failed) <= drill.sent_to_dead_lb
+    # Only requests the dead LB had fail: at most one per client connection it held.
+    assert drill.failed_elsewhere == 0
+    assert len(report.failed) <= drill.connections_to_dead_lb
     later = drill.result.after_kill(GRACE_S)
     assert later and all(o.ok for o in later), [o for o in later if not o.ok][:3]
     # The old master is back (HAProxy restarted, or the host and its nodes): no second move.
