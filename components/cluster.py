@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
-from components import roles
+from components import naming, roles
 from components.host import HypervisorHost, HypervisorHostArgs
+from components.record import StackRecord, next_record, placement_problems, record_output
 from components.roles import PostBootStep, Secrets
 from components.topology import LB_HTTP_PORT, Node, Topology
 from components.vm import Vm, VmArgs, mac_address
@@ -29,6 +30,8 @@ class ClusterArgs:
     topology: Topology
     secrets: pulumi.Output[Secrets]  # a secret Output
     ssh_private_key: pulumi.Input[str] | None = None  # None: pulumi-command uses the SSH agent
+    # What the stack's last deploy recorded (components.record); None: nothing (a new stack)
+    record: pulumi.Output[StackRecord] | None = None
 
 
 def lb_url(topology: Topology) -> str:
@@ -75,16 +78,21 @@ class MediumAvailabilityCluster(pulumi.ComponentResource):
         topology = args.topology
         _check_macs(topology)
         child = pulumi.ResourceOptions(parent=self)
+        previous = args.record if args.record is not None else pulumi.Output.from_input(StackRecord())
+        self._previous = previous
+        cleared = previous.apply(lambda record: _cleared(topology, record))
 
         self.hosts = {
             host_name: HypervisorHost(
-                host_name, HypervisorHostArgs(topology.hosts[host_name], topology.image), child
+                naming.host_component(host_name),
+                HypervisorHostArgs(topology.hosts[host_name], topology.image, cleared),
+                child,
             )
             for host_name in topology.live_hosts
         }
         self.vms = {
             node.name: Vm(
-                node.name,
+                naming.vm_component(node.name),
                 VmArgs(
                     node=node,
                     size=topology.size_of(node.role),
@@ -99,15 +107,27 @@ class MediumAvailabilityCluster(pulumi.ComponentResource):
         }
         self.commands = {}
         self._last_step_on: dict[str, command.remote.Command] = {}
+        founded_now: pulumi.Input[bool] = False
         for step in roles.post_boot_steps(topology) if topology.post_boot else []:
             if step.name in self.commands:
                 raise pulumi.RunError(f"two post-boot steps are named {step.name}")
             self.commands[step.name] = self._post_boot_command(step, args)
             self._last_step_on[step.node] = self.commands[step.name]
+            if step.founds_cluster:
+                founded_now = self.commands[step.name].stdout.apply(lambda _: True)
 
         self.lb_url = lb_url(topology)
         self.nodes = node_map(topology)
-        self.register_outputs({"lb_url": self.lb_url, "nodes": self.nodes})
+        # Only once the founding step ran does the record say so (never on a failed first deploy).
+        self.record = pulumi.Output.all(previous, founded_now).apply(
+            lambda values: record_output(next_record(values[0], topology, bool(values[1]))))
+        self.register_outputs({"lb_url": self.lb_url, "nodes": self.nodes, "record": self.record})
+
+    def _command_text(self, step: PostBootStep) -> pulumi.Input[str]:
+        """The step's command; a founding step differs until the stack records the founding."""
+        if step.first_deploy_command is None:
+            return step.command
+        return self._previous.apply(lambda record: step.command_for(not record.founded))
 
     def _post_boot_command(self, step: PostBootStep, args: ClusterArgs) -> command.remote.Command:
         """One step as a remote Command: after its VM and the steps it names, gone with its VM.
@@ -140,7 +160,7 @@ class MediumAvailabilityCluster(pulumi.ComponentResource):
                 dial_error_limit=SSH_DIAL_ERROR_LIMIT,
                 per_dial_timeout=SSH_PER_DIAL_TIMEOUT_S,
             ),
-            create=step.command,
+            create=self._command_text(step),
             stdin=stdin,
             # A new domain (the node moved or was rebuilt) is a fresh VM: run the step again.
             triggers=[vm.domain.id],
@@ -148,6 +168,14 @@ class MediumAvailabilityCluster(pulumi.ComponentResource):
                 parent=self, depends_on=depends_on, deleted_with=vm.domain
             ),
         )
+
+
+def _cleared(topology: Topology, record: StackRecord) -> StackRecord:
+    """`record`, once this stack file may be deployed; RunError (nothing placed) otherwise."""
+    problems = placement_problems(topology, record)
+    if problems:
+        raise pulumi.RunError("refusing to deploy: " + "; ".join(str(p) for p in problems))
+    return record
 
 
 def _user_data(node: Node, topology: Topology, secrets: pulumi.Output[Secrets]) -> pulumi.Output[str]:

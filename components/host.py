@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_libvirt as libvirt
 
+from components import naming
 from components.topology import Host, Image
 
 TYPE_TOKEN = "mac:index:HypervisorHost"
@@ -42,6 +43,9 @@ def base_image_name(image: Image) -> str:
 class HypervisorHostArgs:
     host: Host
     image: Image
+    # Resolves only when the cluster may be deployed (the placement check passed); every resource
+    # on the host waits for its provider, so a refusal places nothing anywhere.
+    cleared: pulumi.Output[object] | None = None
 
 
 class HypervisorHost(pulumi.ComponentResource):
@@ -56,19 +60,23 @@ class HypervisorHost(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.host = args.host
+        host = args.host.name
+        uri: pulumi.Input[str] = args.host.uri
+        if args.cleared is not None:
+            uri = args.cleared.apply(lambda _: args.host.uri)
         self.provider = libvirt.Provider(
-            name, uri=args.host.uri, opts=pulumi.ResourceOptions(parent=self)
+            naming.host_provider(host), uri=uri, opts=pulumi.ResourceOptions(parent=self)
         )
         on_host = pulumi.ResourceOptions(parent=self, provider=self.provider)
         self.pool = libvirt.Pool(
-            f"{name}-pool",
+            naming.host_pool(host),
             name=pool_name(args.host),
             type=POOL_TYPE,
             target=libvirt.PoolTargetArgs(path=args.host.pool_path),
             opts=on_host,
         )
         self.base_image = libvirt.Volume(
-            f"{name}-base-image",
+            naming.host_base_image(host),
             name=base_image_name(args.image),
             pool=self.pool.name,
             source=args.image.source,

@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_random as random
 
+from components.record import RECORD_OUTPUT, StackRecord, parse_record
 from components.roles import Secrets
 from components.topology import (
     BOOL_KEYS,
@@ -25,6 +26,8 @@ from components.topology import (
 
 # Generated passwords: long and alphanumeric, so they are safe in my.cnf, SQL and shell quoting.
 GENERATED_PASSWORD_LENGTH = 32
+RECORD_REFERENCE = "mac-record"  # the StackReference the program reads its own record through
+DIY_ORGANIZATION = "organization"  # what file (diy) backends call every stack's organization
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,12 @@ def load() -> ProgramConfig:
         secrets=load_secrets(config),
         ssh_private_key=config.get_secret("sshPrivateKey"),
     )
+
+
+def previous_record() -> pulumi.Output[StackRecord]:
+    """The record the stack's last deploy exported (an empty record before its first deploy),
+    read through a StackReference to this very stack: it lives in the backend, not in the file."""
+    organization = pulumi.get_organization() or DIY_ORGANIZATION
+    slug = f"{organization}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    reference = pulumi.StackReference(RECORD_REFERENCE, stack_name=slug)
+    return reference.get_output(RECORD_OUTPUT).apply(parse_record)

@@ -35,6 +35,7 @@ SSH_KEY_RE = re.compile(
     r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x21-\x7e][\x20-\x7e]{0,199})?")
 IMAGE_FILE_RE = re.compile(r"[A-Za-z0-9._+-]{1,200}")
 MAX_TEXT = 2048  # URLs, commands and keys: longer is a mistake, not a setting
+SHOWN_URL_CHARS = 60  # how much of one URL in a list a message shows
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -111,6 +112,19 @@ def http_url(value: str) -> str | None:
         return f"is not a URL ({err})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// URL"
+    return None
+
+
+def http_url_list(value: str) -> str | None:
+    """One or more http(s):// URLs, comma-separated (etcd client URLs: watchdog.etcd)."""
+    if len(value) > MAX_TEXT:
+        return f"must be http:// or https:// URLs, comma-separated, at most {MAX_TEXT} characters"
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    if not urls:
+        return "must be one or more http:// or https:// URLs, comma-separated"
+    for url in urls:
+        if (problem := http_url(url)) is not None:
+            return f"{url[:SHOWN_URL_CHARS]!r} {problem}"
     return None
 
 

@@ -78,8 +78,17 @@ WATCHDOG_NUMBERS: tuple[Number, ...] = (
     Number("remediationsPerHour", "remediations_per_hour", True, 0, 60),
     Number("replaceAttempts", "replace_attempts", True, 0, 10),
     Number("verifyTimeout", "verify_timeout_s", False, 0, 86400, "s", True),
+    Number("upTimeout", "up_timeout_s", False, 0, 86400, "s", True),
+    # Several watchdogs on etcd (watchdog.leader): the leadership lease, whole seconds as etcd
+    # takes it, and how often it is renewed (at least three renewals per TTL).
+    Number("leaseTtl", "lease_ttl_s", True, 2, 60, "s", False,
+           "must be 2..60 s (etcd's shortest lease is 2 s)"),
+    Number("leaseRenew", "lease_renew_s", False, 0, 20, "s (and <= a third of leaseTtl)", True,
+           "must be > 0 and <= a third of mac:watchdog.leaseTtl"),
 )
-WATCHDOG_STRINGS = {"webhookUrl": "webhook_url"}
+# String settings: stack key -> model field, and the rule each value must follow.
+WATCHDOG_STRINGS = {"webhookUrl": "webhook_url", "etcd": "etcd"}
+WATCHDOG_STRING_RULES = {"webhookUrl": rules.http_url, "etcd": rules.http_url_list}
 SIZE_NUMBERS: tuple[Number, ...] = (
     Number("vcpu", "vcpu", True, 1, 256),
     Number("memoryMiB", "memory_mib", True, 256, 4 * 1024 * 1024, "MiB"),
@@ -127,22 +136,25 @@ KEYS: tuple[Key, ...] = (
         "inside cidr. vip: the floating IP of a pair of lb nodes (optional)."),
     Key("image", "object", required=True,
         summary="The base image every root volume is cloned from.",
-        allowed="`{source}`: an http(s):// URL or an absolute path on each host; its file name "
-        "of a-z A-Z 0-9 . _ + -.",
-        description="Base image: {source: URL or path on each host}. Every VM's root volume is a "
+        allowed="`{source}`: an http(s):// URL or an absolute path, read on the machine that runs "
+        "`pulumi` (or the watchdog) and uploaded into every host's pool; its file name of a-z A-Z "
+        "0-9 . _ + -.",
+        description="Base image: {source: http(s) URL or local path, read on the machine that runs "
+        "pulumi (or the watchdog) and uploaded into every host's pool}. Every VM's root volume is a "
         "copy-on-write clone of it."),
     Key("hosts", "map", required=True,
         summary="Each physical host, by name.",
         allowed="`NAME -> {uri, address, fence, poolPath, domainType}`. NAME: " + rules.NAME_RULE
-        + ". `uri`: its libvirt URI (`qemu+ssh://root@HOST/system`, `qemu+tcp://...`, "
-        "`qemu:///system`, `test:///default`; no port in `qemu+ssh`). `address`: an IP or host "
+        + ". `uri`: its libvirt URI (`qemu+ssh://root@HOST[:PORT]/system`, `qemu+tcp://...`, "
+        "`qemu:///system`, `qemu+unix:///system?socket=...`, `test:///default`). `address`: an IP or host "
         "name without a port, probed on TCP 22. `fence`: a command line that powers the host off "
         "(split like a shell line, run without a shell, e.g. `ipmitool ... chassis power off`), or "
         "`none` to let the watchdog act without fencing. `poolPath`: the storage pool directory "
         "(default `/var/lib/libvirt/mac`), " + rules.PATH_RULE + ". `domainType`: `kvm` (default) or "
         "`qemu` for hosts without KVM.",
-        description="Physical KVM hosts: name -> {uri: libvirt URI (qemu+ssh://root@HOST/system, no "
-        "port), address: management IP or host name probed on SSH port 22, fence: power-off command "
+        description="Physical KVM hosts: name -> {uri: libvirt URI (qemu+ssh://root@HOST[:PORT]/system, "
+        "qemu+tcp://..., qemu+unix:///system?socket=...), address: management IP or host name "
+        "probed on SSH port 22, fence: power-off command "
         "or 'none', poolPath, domainType: kvm|qemu}."),
     Key("spares", "list", default=[],
         summary="Hosts kept idle and warm (pool and base image ready, no nodes).",
@@ -150,7 +162,9 @@ KEYS: tuple[Key, ...] = (
         description="Names of hosts kept idle as warm spares (pool and base image ready, no nodes)."),
     Key("failedHosts", "list", default=[],
         summary="Hosts the watchdog took out of service. Nothing is managed on them; "
-        "`mac-watchdog reclaim HOST` puts a repaired one back as a spare.",
+        "`mac-watchdog reclaim HOST` puts a repaired one back as a spare. Every deploy also "
+        "records them in the stack's state (see *Guarantees*), so an older copy of this file "
+        "cannot bring them back.",
         allowed="a list of names from `mac:hosts`, none of them a spare.",
         description="Hosts the watchdog took out of service; the program manages nothing on them. "
         "Remove a host from here with `mac-watchdog reclaim HOST`."),
@@ -168,8 +182,13 @@ KEYS: tuple[Key, ...] = (
         description="Per-role VM size overrides: {mysql|web|lb: {vcpu, memoryMiB, diskGiB}}."),
     Key("watchdog", "object", default={},
         summary="Optional watchdog settings (seconds unless said). `suspectInterval` is the "
-        "re-probe period of a target whose last probe failed (default 0.5).",
-        allowed=_numbers(WATCHDOG_NUMBERS) + "; `webhookUrl` an http(s):// URL.",
+        "re-probe period of a target whose last probe failed (default 0.5); `upTimeout` how long "
+        "a `pulumi up` may run before it is cancelled and retried with backoff (default 1800); "
+        "`etcd` the etcd client URLs of several watchdogs on one stack, of which only the leader "
+        "acts (see *Running several watchdogs*), `leaseTtl` its leadership lease (default 5) "
+        "and `leaseRenew` how often the lease is renewed (default 1).",
+        allowed=_numbers(WATCHDOG_NUMBERS) + "; `webhookUrl` an http(s):// URL; `etcd` one or "
+        "more http(s):// URLs, comma-separated.",
         description="Watchdog settings: {"
         + ", ".join([*(n.key for n in WATCHDOG_NUMBERS), *WATCHDOG_STRINGS]) + "}."),
     Key("sshUser", "string", default="root",

@@ -6,6 +6,7 @@ Round-trip YAML (ruamel) keeps comments, key order and `secure:` values; writes 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -185,11 +186,12 @@ def load_topology(path: str | Path) -> Topology:
     return topology
 
 
-def write_topology(path: str | Path, topology: Topology) -> bool:
+def write_topology(path: str | Path, topology: Topology, expected_hash: str | None = None) -> bool:
     """Write `topology` into the stack file, changing only what differs. Atomic.
 
     Returns True when the file changed. Keys outside the topology (secrets, other
-    namespaces, comments) are left exactly as they were.
+    namespaces, comments) are left exactly as they were. With `expected_hash` it is a
+    compare-and-swap: StackFileChanged, and nothing written, unless the file still has that hash.
     """
     path = Path(path)
     doc = read_document(path)
@@ -216,6 +218,8 @@ def write_topology(path: str | Path, topology: Topology) -> bool:
     if changed:
         buffer = io.StringIO()
         _yaml().dump(doc, buffer)
+        if expected_hash is not None:
+            check_unchanged(path, expected_hash)
         atomic_write_text(path, buffer.getvalue())
     return changed
 
@@ -267,3 +271,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class StackFileChanged(Exception):
+    """The stack file is not the one a change was planned from (a person or process edited it)."""
+
+
+def file_hash(path: str | Path) -> str:
+    """The SHA-256 of the stack file's bytes ("" when there is no file): what a plan was made from."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return ""
+
+
+def check_unchanged(path: str | Path, expected_hash: str) -> None:
+    """StackFileChanged unless `path` still has `expected_hash`."""
+    actual = file_hash(path)
+    if actual != expected_hash:
+        raise StackFileChanged(f"{path} changed since the plan was made (sha256 "
+                               f"{expected_hash[:12] or 'none'} -> {actual[:12] or 'none'}); "
+                               "nothing was written over it")
+

@@ -47,6 +47,15 @@ HEALTH_ENDPOINTS: dict[Role, HealthEndpoint] = {
     Role.WEB: HealthEndpoint(80, "/health.php"),  # 200 only when SELECT 1 succeeds
     Role.LB: HealthEndpoint(8404, "/healthz"),  # HAProxy monitor-uri
 }
+# What the watchdog probes: the node's own service, whatever its dependencies do. 200 while the
+# node works; the JSON body names a degraded dependency (`degraded`: a reason, or null) and the
+# peers this node sees up (`sees`: {IP: true|false}). A node is never failed for a dependency.
+# HAProxy keeps routing on the strict HEALTH_ENDPOINTS above.
+SELF_ENDPOINTS: dict[Role, HealthEndpoint] = {
+    Role.MYSQL: HealthEndpoint(9200, "/node"),  # clustercheck: 200 while mysqld answers
+    Role.WEB: HealthEndpoint(80, "/alive.php"),  # 200 while Apache + PHP serve the app
+    Role.LB: HealthEndpoint(8404, "/node"),  # HAProxy answers, with or without backends
+}
 LB_HTTP_PORT = 80
 MYSQL_PORT = 3306
 GALERA_PORT = 4567
@@ -54,7 +63,7 @@ SSH_PORT = 22
 
 DEFAULT_POOL_PATH = "/var/lib/libvirt/mac"
 DOMAIN_TYPES = ("kvm", "qemu")
-URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "test")
+URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+unix", "test")
 
 
 @dataclass(frozen=True)
@@ -152,10 +161,16 @@ class WatchdogSettings:
     replace_attempts: int = 2  # in-place replacements of a node before moving it
     verify_timeout_s: float = 600.0
     webhook_url: str | None = None
+    up_timeout_s: float = 1800.0  # a `pulumi up` running longer is cancelled and retried
     # A target whose last probe failed (suspect) is probed again this often until it is failed or
     # healthy (HAProxy's `fastinter`). Never slower than `interval_s`: when left at the default
     # under a shorter interval, the interval is used (watchdog.detect.reprobe_interval).
     suspect_interval_s: float = 0.5
+    # Several watchdogs (watchdog.leader): etcd client URLs, comma-separated; the leadership
+    # lease's TTL (whole seconds, as etcd takes it) and how often it is renewed.
+    etcd: str | None = None
+    lease_ttl_s: int = 5
+    lease_renew_s: float = 1.0
 
 
 # Stack key (camelCase, as in the stack file) -> (dataclass field, type); ranges in schema.py.
@@ -217,6 +232,11 @@ class Topology:
 
     def health_url(self, node: Node) -> str:
         endpoint = HEALTH_ENDPOINTS[node.role]
+        return f"http://{node.ip}:{endpoint.port}{endpoint.path}"
+
+    def self_url(self, node: Node) -> str:
+        """Where the watchdog probes `node` (SELF_ENDPOINTS)."""
+        endpoint = SELF_ENDPOINTS[node.role]
         return f"http://{node.ip}:{endpoint.port}{endpoint.path}"
 
     def with_(self, **changes: Any) -> Topology:
@@ -501,13 +521,17 @@ def _parse_watchdog(c: _Collector, value: Any) -> WatchdogSettings:
         if n.key in raw and (parsed := c.number(f"{path}.{n.key}", n, raw[n.key])) is not None:
             values[n.attr] = parsed
     for key, attr in schema.WATCHDOG_STRINGS.items():
-        if key in raw and (text := c.string(f"{path}.{key}", raw[key], rule=rules.http_url)):
+        rule = schema.WATCHDOG_STRING_RULES[key]
+        if key in raw and (text := c.string(f"{path}.{key}", raw[key], rule=rule)):
             values[attr] = text
     settings = WatchdogSettings(**values)
     if "suspect_interval_s" in values and settings.suspect_interval_s > settings.interval_s:
         c.add(f"{path}.suspectInterval", settings.suspect_interval_s,
               f"must be > 0 and <= mac:watchdog.interval ({settings.interval_s:g} s): suspect "
               "targets are re-probed at least as often as healthy ones")
+    if settings.lease_renew_s > settings.lease_ttl_s / 3:
+        c.add(f"{path}.leaseRenew", settings.lease_renew_s,
+              f"must be > 0 and <= a third of mac:watchdog.leaseTtl ({settings.lease_ttl_s} s)")
     return settings
 
 
@@ -618,19 +642,16 @@ def _vip_problems(t: Topology, network: ipaddress.IPv4Network | ipaddress.IPv6Ne
 def _uri_problems(path: str, uri: str) -> list[Problem]:
     parts = urlsplit(uri)
     if parts.scheme not in URI_SCHEMES:
-        examples = "qemu:///system, qemu+ssh://root@10.0.0.11/system, qemu+tcp://..., test:///default"
+        examples = ("qemu:///system, qemu+ssh://root@10.0.0.11[:PORT]/system, qemu+tcp://..., "
+                    "qemu+unix:///system?socket=..., test:///default")
         return [Problem(path, uri, f"unsupported libvirt URI scheme; use one of: {examples}")]
     if parts.scheme == "qemu+ssh":
         if not parts.hostname:
-            return [Problem(path, uri, "names no host; write qemu+ssh://USER@HOST/system")]
+            return [Problem(path, uri, "names no host; write qemu+ssh://USER@HOST[:PORT]/system")]
         try:
-            port = parts.port
+            parts.port  # noqa: B018 (an explicit port is fine with MAC's libvirt provider)
         except ValueError:
             return [Problem(path, uri, "has a malformed port")]
-        if port is not None:
-            return [Problem(path, uri,
-                            "has an explicit port, which pulumi-libvirt 0.5.4 cannot use; "
-                            "make sshd listen on 22 and drop the port")]
     return []
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_libvirt as libvirt
 
+from components import naming
 from components.host import HypervisorHost
 from components.topology import Network, Node, Size
 
@@ -87,7 +88,7 @@ class Vm(pulumi.ComponentResource):
         )
         pool = args.host.pool.name
         self.root_volume = libvirt.Volume(
-            f"{name}-root",
+            naming.vm_root_volume(node.name),
             name=f"{node.name}-root.qcow2",
             pool=pool,
             base_volume_id=args.host.base_image.id,
@@ -96,16 +97,20 @@ class Vm(pulumi.ComponentResource):
             opts=on_host,
         )
         self.cloud_init = libvirt.CloudInitDisk(
-            f"{name}-cloud-init",
+            naming.vm_cloud_init(node.name),
             name=f"{node.name}-cloud-init.iso",
             pool=pool,
             user_data=args.user_data,
             network_config=network_config(node, args.network),
             meta_data=meta_data(node, args.cluster_name),
-            opts=on_host,
+            # The user data holds passwords: its output is a secret even if an input ever loses
+            # the secret mark. The policy pack (policy/) checks this flag, the one it can see.
+            opts=pulumi.ResourceOptions.merge(
+                on_host, pulumi.ResourceOptions(additional_secret_outputs=["userData"])
+            ),
         )
         self.domain = libvirt.Domain(
-            f"{name}-domain",
+            naming.vm_domain(node.name),
             name=node.name,
             type=args.host.host.domain_type,
             vcpu=args.size.vcpu,
@@ -129,6 +134,7 @@ class Vm(pulumi.ComponentResource):
             opts=on_host,
         )
         self.register_outputs({
+            "role": node.role.value,  # the policy pack's anti-affinity check reads it
             "ip": node.ip,
             "host": node.host,
             "domain_id": self.domain.id,

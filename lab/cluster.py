@@ -148,7 +148,7 @@ class Lab:
         for name in self.topology.hosts:
             self.start_host(name)
         for node in self.topology.nodes_of(Role.MYSQL):
-            self.start_node(node.name)
+            self.start_node(node.name, first_deploy=True)  # the lab's first deploy founds it
         first = self.topology.nodes_of(Role.MYSQL)[0]
         daemons.sql(ns_of(first.name), self.dirs(first.name), "",
                     stdin=mysql.app_schema_sql(self.secrets.db_app_password,
@@ -176,13 +176,15 @@ class Lab:
         daemons.start_sshd(self.state, mgmt_ns(host), host, address, self.host_dirs(host))
         wait_for(f"sshd of {host} on {address}:22", lambda: tcp_open(address, 22), 10, 0.05)
 
-    def start_node(self, name: str) -> None:
-        """Start a node's daemons (again): a DB node joins through mac-galera-start."""
+    def start_node(self, name: str, first_deploy: bool = False) -> None:
+        """Start a node's daemons (again): a DB node joins through mac-galera-start (a fresh
+        datadir founds the cluster only with `first_deploy`, as on a VM)."""
         node, ns, dirs = self.node(name), ns_of(name), self.dirs(name)
         if node.role is Role.MYSQL:
             cnf = daemons.prepare_mysql(node, self.topology, dirs)
             daemons.start_clustercheck(self.state, ns, node, dirs)
-            daemons.start_galera(self.state, ns, node, self.topology, dirs, cnf)
+            daemons.start_galera(self.state, ns, node, self.topology, dirs, cnf,
+                                 first_deploy=first_deploy)
         elif node.role is Role.WEB:
             daemons.start_web(self.state, ns, node, self.topology, dirs, self.secrets.db_app_password)
         else:
@@ -209,10 +211,26 @@ class Lab:
             daemons.wait_galera(proc, self.node(name), self.dirs(name), timeout_s)
 
     def wait_healthy(self, timeout_s: float = 60) -> float:
-        return wait_for("every node's health endpoint (and the VIP's) to answer 200",
-                        lambda: all(s.status == 200 for s in self.status())
+        """Until the cluster is whole: every node's health endpoint answers 200, every self check
+        (both LBs' with a pair) answers with nothing degraded and every peer it sees up (HAProxy
+        takes a node back only after two good checks, so a revived node is healthy before its LB
+        says so), and with a pair the VIP reaches an HAProxy that serves the app."""
+        return wait_for("every node healthy, every self check whole (and the VIP answering)",
+                        lambda: all(s.status == 200 for s in self.status()) and self._whole()
                         and (self.topology.network.vip is None or self.vip_status() == 200),
                         timeout_s, 0.2)
+
+    def _whole(self) -> bool:
+        for node in self.topology.nodes.values():
+            try:
+                answer = httpx.get(self.topology.self_url(node), timeout=1.0)
+                body = answer.json()
+            except (httpx.HTTPError, ValueError):
+                return False
+            sees = body.get("sees") or {}
+            if answer.status_code != 200 or body.get("degraded") or not all(sees.values()):
+                return False
+        return True
 
     def vip_status(self) -> int | None:
         """The LB monitor's answer at the VIP (None: no VIP, or no answer)."""

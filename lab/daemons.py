@@ -124,18 +124,18 @@ def start_clustercheck(state: LabState, ns: str, node: Node, dirs: NodeDirs) -> 
 
 
 def start_galera(state: LabState, ns: str, node: Node, topology: Topology, dirs: NodeDirs,
-                 cnf: Path, timeout_s: float = 180) -> None:
+                 cnf: Path, timeout_s: float = 180, first_deploy: bool = False) -> None:
     """Run mac-galera-start in the namespace; it joins or bootstraps and waits for Synced.
 
     mariadbd is started in the background by the script's start command and stays in the
     script's process group, which the state records.
     """
-    proc = spawn_galera(state, ns, node, topology, dirs, cnf, timeout_s)
+    proc = spawn_galera(state, ns, node, topology, dirs, cnf, timeout_s, first_deploy)
     wait_galera(proc, node, dirs, timeout_s)
 
 
 def spawn_galera(state: LabState, ns: str, node: Node, topology: Topology, dirs: NodeDirs,
-                 cnf: Path, timeout_s: float = 180) -> Proc:
+                 cnf: Path, timeout_s: float = 180, first_deploy: bool = False) -> Proc:
     """Start mac-galera-start without waiting for it (several nodes at once: a power-on)."""
     log = shlex.quote(str(dirs.log / "mariadbd.log"))
     defaults = f"--defaults-file={shlex.quote(str(cnf))}"
@@ -148,7 +148,8 @@ def spawn_galera(state: LabState, ns: str, node: Node, topology: Topology, dirs:
     argv = mysql.galera_start_argv(
         str(script_path("galera_start.py")), node, topology, mysql_paths(dirs).datadir,
         start_cmd=start(""), bootstrap_cmd=start(" --wsrep-new-cluster"),
-        recover_cmd=f"galera_recovery {defaults}", position_file=str(position_file(dirs)))
+        recover_cmd=f"galera_recovery {defaults}", position_file=str(position_file(dirs)),
+        first_deploy=first_deploy)
     argv += ["--wait", str(timeout_s)]
     return spawn(state, ns, node.name, "galera-start", argv, dirs, "galera-start.log")
 

@@ -7,6 +7,7 @@ alerts, probes). Tests replace a collaborator by passing their own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,10 +17,14 @@ from typing import Any
 from components.stack_file import load_topology, stack_path
 from components.topology import Topology
 from watchdog.alert import Alerter
+from watchdog.children import Children
+from watchdog.coordinate import Coordinator, Solo
 from watchdog.deploy import Deployer
 from watchdog.events import EventSink, ignore
 from watchdog.fence import DEFAULT_FENCE_TIMEOUT_S, fence
+from watchdog.git import GitRecorder
 from watchdog.journal import Journal
+from watchdog.plan import Plan
 from watchdog.probe import Prober, TransportFactory
 from watchdog.remediate import Fencer, Remediator, StateBackend
 from watchdog.target import ProbeResult, Target, TargetKey, targets
@@ -53,6 +58,8 @@ class Context:
     clock: Callable[[], float] = time.time
     alerter: Alerter | None = None
     events: EventSink = ignore  # who listens: journal entries and alerts as they happen
+    coordinator: Coordinator = field(default_factory=Solo)  # who may act (watchdog.leader)
+    git: GitRecorder | None = None  # `run --git-commit`: commit (and push) every stack file written
     journal: Journal = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,17 +80,32 @@ class Context:
     def deployer(self) -> StateBackend:
         """One backend per context: the CLI is found and the stack selected once, not per step."""
         if self.backend is None:
-            self.backend = Deployer(self.project_dir, self.stack, pulumi_root=self.pulumi_root)
+            self.backend = Deployer(self.project_dir, self.stack, pulumi_root=self.pulumi_root,
+                                    children=self.children())
         return self.backend
 
+    def children(self) -> Children:
+        """The record of the child (fence, Pulumi CLI) that runs now, kept in the state dir."""
+        return Children(self.state_dir)
+
     def remediator(self, topology: Topology) -> Remediator:
+        alerter = self.alerts(topology)
+        after_write: Callable[[Plan], None] | None = None
+        if self.git is not None:
+            git = self.git
+
+            def after_write(p: Plan) -> None:
+                git.commit(p, alerter)
+        fencer = functools.partial(fence, children=self.children()) if self.fencer is fence else self.fencer
         return Remediator(stack_file=self.stack_file, state_dir=self.state_dir, backend=self.deployer(),
-                          journal=self.journal, alerter=self.alerts(topology), verifier=self.verify,
-                          fencer=self.fencer, fence_timeout_s=self.fence_timeout_s,
-                          up_attempts=self.up_attempts, backoff_s=self.backoff_s, sleep=self.sleep)
+                          journal=self.journal, alerter=alerter, verifier=self.verify,
+                          fencer=fencer, fence_timeout_s=self.fence_timeout_s,
+                          up_attempts=self.up_attempts, backoff_s=self.backoff_s, sleep=self.sleep,
+                          children=self.children(), after_write=after_write, guard=self.coordinator)
 
     def verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
-        """Probe `nodes` until each answered healthy once; the ones that never did."""
+        """Probe `nodes` until each answered healthy, with no dependency degraded, once; the
+        ones that never did (a replaced DB node is done when Synced, not when it answers)."""
         return asyncio.run(self._verify(topology, nodes, timeout_s))
 
     async def _verify(self, topology: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
@@ -94,7 +116,7 @@ class Context:
         async with self.prober(settings.probe_timeout_s) as prober:
             while items:
                 results = await prober.probe_all(items)
-                healthy = {r.key for r in results if r.ok}
+                healthy = {r.key for r in results if r.ok and r.degraded is None}
                 items = [t for t in items if t.key not in healthy]
                 if not items or time.monotonic() >= deadline:
                     break

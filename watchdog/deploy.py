@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 from pulumi import automation as auto
 from pulumi.automation import errors as auto_errors
 
-from watchdog.errors import DeployError, DeployFailed, PulumiNotFound, StackLocked
+from watchdog.children import Children, ChildTimedOut
+from watchdog.errors import DeployError, DeployFailed, DeployTimedOut, PulumiNotFound, StackLocked
+from watchdog.pulumi_command import GroupedPulumiCommand
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,7 +47,8 @@ class Deployer:
                  env: Mapping[str, str] | None = None, lock_retries: int = DEFAULT_LOCK_RETRIES,
                  lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
                  sleep: Callable[[float], None] = time.sleep,
-                 on_output: Callable[[str], None] | None = None) -> None:
+                 on_output: Callable[[str], None] | None = None,
+                 children: Children | None = None) -> None:
         self.project_dir = Path(project_dir).resolve()
         self.stack_name = stack
         self.pulumi_root = Path(pulumi_root).resolve() if pulumi_root else None
@@ -55,17 +58,20 @@ class Deployer:
         self.sleep = sleep
         self.on_output = on_output or (lambda line: log.info("pulumi: %s", line))
         self._stack: auto.Stack | None = None
-        self._command: auto.PulumiCommand | None = None
+        self._command: GroupedPulumiCommand | None = None
+        # Every CLI run is a child in its own process group, recorded there (orphans, timeouts).
+        self.children = children or Children(None)
 
-    def command(self) -> auto.PulumiCommand:
+    def command(self) -> GroupedPulumiCommand:
         if self._command is None:
             self._command = self._find_command()
         return self._command
 
-    def _find_command(self) -> auto.PulumiCommand:
+    def _find_command(self) -> GroupedPulumiCommand:
         where = f"{self.pulumi_root}/bin/pulumi" if self.pulumi_root else "`pulumi` on PATH"
         try:
-            return auto.PulumiCommand(root=str(self.pulumi_root) if self.pulumi_root else None)
+            return GroupedPulumiCommand(self.children,
+                                        root=str(self.pulumi_root) if self.pulumi_root else None)
         except FileNotFoundError:
             raise PulumiNotFound(f"the Pulumi CLI was not found ({where}); {INSTALL_HINT}") from None
         except PermissionError:
@@ -108,12 +114,20 @@ class Deployer:
             args = ["stack", "import", "--file", str(path), "--stack", self.stack_name]
             self._call("stack import", lambda: command.run(args, str(self.project_dir), self.env))
 
-    def up(self, replace: Sequence[str] = (), message: str | None = None) -> str:
-        """Run `pulumi up`, streaming its output to the log; the update's result."""
+    def up(self, replace: Sequence[str] = (), message: str | None = None,
+           timeout_s: float | None = None) -> str:
+        """Run `pulumi up`, streaming its output to the log; the update's result. Past
+        `timeout_s` the CLI gets SIGINT (it cancels the update and releases the stack's lock),
+        then SIGKILL: DeployTimedOut."""
         stack = self.stack()
-        result = self._call("up", lambda: stack.up(
-            replace=list(replace) or None, message=message, on_output=self.on_output,
-            on_error=self.on_output, color="never"))
+        try:
+            with self.command().deadline(timeout_s):
+                result = self._call("up", lambda: stack.up(
+                    replace=list(replace) or None, message=message, on_output=self.on_output,
+                    on_error=self.on_output, color="never"))
+        except ChildTimedOut:
+            raise DeployTimedOut(f"`pulumi up` ran longer than {timeout_s:g} s "
+                                 "(mac:watchdog.upTimeout) and was cancelled") from None
         return str(result.summary.result)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:

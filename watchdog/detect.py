@@ -11,6 +11,10 @@ A target whose last probe failed (SUSPECT) is probed again every `suspect_interv
 every `interval_s` until it is FAILED or HEALTHY (HAProxy's `fastinter`): `reprobe_at` says when.
 With the defaults (interval 1 s, suspect interval 0.5 s, 3 failures spanning 1 s) a target that
 turns bad is failed about 1 s after the first probe that sees it, instead of 2 s.
+
+A node whose self-check answers 200 works, even when it names a degraded dependency (an LB
+without web servers, a DB node in a view change or a state transfer, a web node without its DB):
+that is reported, and noted when it lasts, but never counts as a failure of that node.
 """
 
 from __future__ import annotations
@@ -22,11 +26,23 @@ from types import MappingProxyType
 
 from components.topology import Topology, WatchdogSettings
 from watchdog.reasons import Note, Reason
-from watchdog.target import ProbeResult, TargetKey
+from watchdog.target import Kind, ProbeResult, TargetKey
 
 # Timers may fire a hair early (asyncio wakes up within the clock resolution): a span this much
 # short of `fail_after_s` still counts, so timer granularity never costs a whole extra interval.
 SPAN_SLACK_S = 0.01
+
+
+# How long a dead member can still look alive to its peers. HAProxy marks a silent server down
+# after 2 failed checks 500 ms apart (about 1.25 s, components/roles/lb.py); Galera evicts a silent
+# member after evs.inactive_timeout and installs the new view within evs.install_timeout (1.5 s +
+# 1.5 s with components/roles/mysql.py's EVS_OPTIONS; a unit test keeps the two equal). Until then
+# a peer that still lists a node of an unreachable host is no evidence that the watchdog, not the
+# host, is cut off: the decision waits that long at most.
+PEER_VIEW_LAG_S = 3.0
+# A dependency degraded this long (longer than a view change, PEER_VIEW_LAG_S, and an IST donor
+# phase, ~0.5 s measured) is noted and alerted; shorter ones are only logged as health changes.
+DEGRADED_NOTE_AFTER_S = 10.0
 
 
 class State(StrEnum):
@@ -48,14 +64,24 @@ class Health:
     last_error: str | None = None
     latency_s: float | None = None
     changed_at: float | None = None  # when `state` last changed
+    # The dependency the node's last good probe named as degraded, since when (without a break),
+    # and the peer IPs it sees up: never part of `state`.
+    degraded: str | None = None
+    degraded_since: float | None = None
+    sees: frozenset[str] = frozenset()
 
 
 def step(health: Health, ok: bool, now: float, settings: WatchdogSettings,
          error: str | None = None, latency_s: float | None = None,
-         asked_at: float | None = None) -> Health:
+         asked_at: float | None = None, degraded: str | None = None,
+         sees: frozenset[str] = frozenset()) -> Health:
     """The next health of a target after one probe result observed at `now` (asked for at
-    `asked_at`, default `now - latency_s`)."""
-    h = replace(health, last_ok=ok, last_error=None if ok else error, latency_s=latency_s)
+    `asked_at`, default `now - latency_s`); `degraded` and `sees` as the node reported them."""
+    degraded = degraded if ok else None
+    since = None if degraded is None else (
+        health.degraded_since if health.degraded is not None else now)
+    h = replace(health, last_ok=ok, last_error=None if ok else error, latency_s=latency_s,
+                degraded=degraded, degraded_since=since, sees=sees if ok else frozenset())
     if ok:
         h = replace(h, failures=0, first_failure_at=None, successes=h.successes + 1)
         if h.state is State.FAILED and h.successes < settings.recover_threshold:
@@ -112,7 +138,8 @@ class Detector:
         changed = []
         for r in results:
             old = self._health.get(r.key, Health())
-            new = step(old, r.ok, r.at, self.settings, r.error, r.latency_s, asked_time(r))
+            new = step(old, r.ok, r.at, self.settings, r.error, r.latency_s, asked_time(r),
+                       r.degraded, r.sees)
             self._health[r.key] = new
             if new.state is not old.state:
                 changed.append(r.key)
@@ -143,19 +170,61 @@ class Failures:
     failing: int = 0  # targets whose last probe failed
     total: int = 0
     notes: tuple[Note, ...] = ()  # failures we deliberately do not act on, and why
+    # Hosts unreachable from the watchdog whose nodes their peers still see up: cut off from us,
+    # not dead. Never failed over.
+    partitioned: tuple[str, ...] = ()
+    # Why nothing is decided yet although something failed: a fault still unfolding (targets
+    # failing but not failed yet, peers that may not have noticed a death yet).
+    waiting: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.hosts or self.nodes or self.isolated)
+        return not (self.hosts or self.nodes or self.isolated or self.partitioned)
+
+
+def _degraded_notes(topology: Topology, health: Mapping[TargetKey, Health],
+                    now: float | None) -> list[Note]:
+    """A node that works while a dependency of its own has been down for long: worth a person's
+    look (and an alert), never a remediation of that node."""
+    if now is None:
+        return []
+    notes = []
+    for name in sorted(topology.nodes):
+        h = health.get(TargetKey.node(name))
+        if h is None or not h.last_ok or h.degraded is None or h.degraded_since is None:
+            continue
+        if now - h.degraded_since >= DEGRADED_NOTE_AFTER_S:
+            notes.append(Note(Reason.DEPENDENT_FAILURE,
+                              f"node {name} works but reports a dependency down for "
+                              f"{now - h.degraded_since:.0f} s: {h.degraded}; not acting on {name}",
+                              (name,)))
+    return notes
+
+
+def _seen_by_peers(topology: Topology, health: Mapping[TargetKey, Health], host: str) -> list[str]:
+    """`peer sees node` for each node of `host` that a node elsewhere, answering the watchdog,
+    reports up in its own view (HAProxy's checks, Galera's component)."""
+    on_it = {n.ip: n.name for n in topology.nodes_on(host)}
+    seen = []
+    for peer in sorted(topology.nodes.values(), key=lambda n: n.name):
+        h = health.get(TargetKey.node(peer.name))
+        if peer.host == host or h is None or not h.last_ok:
+            continue
+        seen += [f"{peer.name} sees {on_it[ip]}" for ip in sorted(h.sees) if ip in on_it]
+    return seen
 
 
 def classify(topology: Topology, health: Mapping[TargetKey, Health],
-             settings: WatchdogSettings | None = None) -> Failures:
-    """Decide what failed: host failure, node failure, or our own isolation."""
+             settings: WatchdogSettings | None = None, now: float | None = None) -> Failures:
+    """Decide what failed: host failure, node failure, our own isolation, or a host cut off from
+    us only. With `now` (the detector's clock), a fault still unfolding is waited for, so that one
+    decision covers all of it, and lasting degradations are noted."""
     settings = settings or topology.watchdog
     host_keys = {h: TargetKey.host(h) for h in topology.live_hosts}
     node_keys = {n: TargetKey.node(n) for n in topology.nodes}
     known = [k for k in (*host_keys.values(), *node_keys.values()) if k in health]
+    # Only a target's own failure counts: a node that answers while a dependency is down
+    # (degraded) is not failing, so the failures a dependency causes never tip this guard.
     failing = sum(1 for k in known if health[k].last_ok is False or health[k].state is State.FAILED)
     total = len(known)
     if total and failing / total > settings.max_unhealthy_share:
@@ -168,7 +237,9 @@ def classify(topology: Topology, health: Mapping[TargetKey, Health],
         return key is not None and key in health and health[key].state is State.FAILED
 
     hosts: list[str] = []
-    notes: list[Note] = []
+    partitioned: list[str] = []
+    waiting: list[str] = []
+    notes: list[Note] = _degraded_notes(topology, health, now)
     for host, key in host_keys.items():
         if not failed(key):
             continue
@@ -179,14 +250,25 @@ def classify(topology: Topology, health: Mapping[TargetKey, Health],
                               f"host {host} is unreachable but {', '.join(sorted(answering))} still "
                               "answer: management network trouble? not acting on it", (host,)))
         elif all(failed(node_keys[n.name]) for n in on_it):
-            hosts.append(host)
+            seen = _seen_by_peers(topology, health, host)
+            failed_at = health[key].changed_at
+            if not seen:
+                hosts.append(host)
+            elif now is None or failed_at is None or now - failed_at >= PEER_VIEW_LAG_S:
+                partitioned.append(host)
+                notes.append(Note(Reason.PARTITIONED, f"host {host} and its nodes are unreachable "
+                                  f"from the watchdog, but their peers still see them "
+                                  f"({'; '.join(seen)}): cut off from the watchdog, not dead; "
+                                  "not acting on it", (host,)))
+            else:
+                waiting.append(f"peers still see nodes of {host} ({'; '.join(seen)})")
         # else: its nodes are failing but not failed yet; wait for them
     nodes: list[str] = []
     for name, key in node_keys.items():
         if not failed(key):
             continue
         host = topology.nodes[name].host
-        if host in hosts:
+        if host in hosts or host in partitioned:
             continue
         host_key = host_keys.get(host)
         if failed(host_key):
@@ -202,4 +284,25 @@ def classify(topology: Topology, health: Mapping[TargetKey, Health],
             # making, not a node failure: wait until the host is failed, or answers again.
             continue
         nodes.append(name)
-    return Failures(tuple(sorted(hosts)), tuple(sorted(nodes)), False, failing, total, tuple(notes))
+    if now is not None and (hosts or nodes):
+        waiting += _unfolding(health, [host_keys[h] for h in hosts] + [node_keys[n] for n in nodes],
+                              settings, now)
+    if waiting:
+        return Failures((), (), False, failing, total, tuple(notes), (), tuple(waiting))
+    return Failures(tuple(sorted(hosts)), tuple(sorted(nodes)), False, failing, total, tuple(notes),
+                    tuple(sorted(partitioned)))
+
+
+def _unfolding(health: Mapping[TargetKey, Health], acting_on: list[TargetKey],
+               settings: WatchdogSettings, now: float) -> list[str]:
+    """Targets failing but not failed yet while others already are: the same fault may still be
+    unfolding (two nodes killed a few milliseconds apart land in different rounds). The decision
+    waits for them, so one plan covers the whole fault, but never longer than a suspect needs to
+    be judged (the failure window plus a re-probe) after the latest failure it would act on."""
+    latest = max((health[k].changed_at or now for k in acting_on), default=now)
+    if now - latest >= settings.fail_after_s + reprobe_interval(settings):
+        return []
+    # Hosts and nodes only: the LB pair's VIP is never acted on, so no plan waits for it.
+    return [f"{k} failing, not failed yet" for k, h in sorted(health.items())
+            if h.last_ok is False and h.state is not State.FAILED and k not in acting_on
+            and k.kind is not Kind.VIP]

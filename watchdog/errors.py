@@ -23,6 +23,15 @@ class LockHeld(RemediationRefused):
     """Another remediation holds the lock file."""
 
 
+class LockUnavailable(RemediationRefused):
+    """The lock file cannot be created (a read-only stacks directory)."""
+
+
+class StackFileMoved(RemediationRefused):
+    """The stack file is not the one the plan was made from, or no longer holds its result:
+    nothing is written over it; the loop plans again from the file as it is."""
+
+
 class FenceError(WatchdogError):
     """The fence command failed, timed out or could not be started."""
 
@@ -51,9 +60,21 @@ class DeployFailed(DeployError):
     """`pulumi up` (or another CLI command) failed; the written change is kept for a retry."""
 
 
+class DeployTimedOut(DeployFailed):
+    """`pulumi up` ran past mac:watchdog.upTimeout and was cancelled; retried with backoff."""
+
+
 class VerifyFailed(WatchdogError):
     """The moved or replaced nodes did not turn healthy within the verify timeout."""
 
 
+class StackFileUnwritable(WatchdogError):
+    """The stack file cannot be written (a read-only stacks directory); resumed at that step."""
+
+
 class JournalError(WatchdogError):
     """The journal cannot be read or written."""
+
+
+class NotLeader(WatchdogError):
+    """Several watchdogs share the stack and this one cannot prove it leads: it must not act."""

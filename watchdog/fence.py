@@ -13,8 +13,10 @@ import shlex
 import signal
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 from components.topology import FENCE_NONE, Host
+from watchdog.children import Children
 from watchdog.errors import FenceError, FenceRefused
 
 DEFAULT_FENCE_TIMEOUT_S = 60.0
@@ -28,8 +30,10 @@ class FenceResult:
     returncode: int | None = None
 
 
-def fence(host: Host, timeout_s: float = DEFAULT_FENCE_TIMEOUT_S) -> FenceResult:
-    """Run the host's fence command; FenceRefused without one, FenceError when it fails."""
+def fence(host: Host, timeout_s: float = DEFAULT_FENCE_TIMEOUT_S,
+          children: Children | None = None) -> FenceResult:
+    """Run the host's fence command; FenceRefused without one, FenceError when it fails.
+    With `children` it is recorded while it runs, so a restarted watchdog finds it."""
     if host.fence is None:
         raise FenceRefused(f"host {host.name} has no fence command; set mac:hosts.{host.name}.fence "
                            f"to a power-off command, or to '{FENCE_NONE}' to accept the risk")
@@ -41,9 +45,11 @@ def fence(host: Host, timeout_s: float = DEFAULT_FENCE_TIMEOUT_S) -> FenceResult
     except ValueError as err:
         raise FenceError(f"mac:hosts.{host.name}.fence cannot be parsed ({err}); fix its quoting") from None
     log.info("fence %s: running %s", host.name, argv[0])
+    options: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE,
+                               "stderr": subprocess.STDOUT}
+    children = children or Children(None)  # its own group, known to kill_running; no record
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = children.popen(argv, f"fence {host.name}", **options)
     except OSError as err:
         raise FenceError(f"fence command for {host.name} cannot start: {argv[0]}: "
                          f"{err.strerror}; install it or fix mac:hosts.{host.name}.fence") from None
@@ -54,6 +60,9 @@ def fence(host: Host, timeout_s: float = DEFAULT_FENCE_TIMEOUT_S) -> FenceResult
         proc.communicate()
         raise FenceError(f"fence command for {host.name} did not finish within {timeout_s:g} s; "
                          "the host may still be running") from None
+    finally:
+        if proc.returncode is not None:
+            children.forget(proc.pid)
     tail = out.decode("utf-8", "replace").strip().splitlines()[-3:]
     for line in tail:
         log.info("fence %s: %s", host.name, line)

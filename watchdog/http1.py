@@ -41,10 +41,15 @@ class Connection:
 
     async def get(self) -> int:
         """Send the GET and read the whole response; the status code."""
+        status, _body = await self.fetch()
+        return status
+
+    async def fetch(self) -> tuple[int, bytes]:
+        """Send the GET and read the whole response; the status code and the body."""
         async with self._lock:  # one request at a time on one connection
             return await self._get()
 
-    async def _get(self) -> int:
+    async def _get(self) -> tuple[int, bytes]:
         reused = self._writer is not None
         try:
             return await self._exchange()
@@ -59,7 +64,7 @@ class Connection:
             self.close()
             raise
 
-    async def _exchange(self) -> int:
+    async def _exchange(self) -> tuple[int, bytes]:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._reader, self._writer
@@ -76,10 +81,10 @@ class Connection:
         if len(head) > MAX_HEADER_BYTES:
             raise HttpError("response headers too long")
         status, headers = _parse_head(head)
-        keep = await _read_body(reader, headers)
+        keep, body = await _read_body(reader, headers)
         if not keep or headers.get("connection", "").lower() == "close":
             self.close()
-        return status
+        return status, body
 
     def close(self) -> None:
         if self._writer is not None:
@@ -103,33 +108,30 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     return int(parts[1]), headers
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bool:
-    """Consume the body; True when the connection can carry another request."""
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> tuple[bool, bytes]:
+    """Consume the body: (True when the connection can carry another request, the body)."""
+    body = bytearray()
     try:
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            total = 0
             while True:
                 size_line = await reader.readuntil(b"\r\n")
                 size = int(size_line.split(b";", 1)[0].strip() or b"x", 16)
                 if size == 0:
                     await _read_trailers(reader)
-                    return True
-                total += size
-                if total > MAX_BODY_BYTES:
+                    return True, bytes(body)
+                if len(body) + size > MAX_BODY_BYTES:
                     raise HttpError("response body too large")
-                await reader.readexactly(size + 2)
+                body += (await reader.readexactly(size + 2))[:-2]
         if "content-length" in headers:
             length = int(headers["content-length"])
             if length > MAX_BODY_BYTES:
                 raise HttpError("response body too large")
-            await reader.readexactly(length)
-            return True
-        total = 0
+            return True, await reader.readexactly(length)
         while chunk := await reader.read(65536):  # close-delimited body: read to EOF
-            total += len(chunk)
-            if total > MAX_BODY_BYTES:
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
                 raise HttpError("response body too large")
-        return False
+        return False, bytes(body)
     except ValueError as err:
         raise HttpError("malformed body framing") from err
     except asyncio.IncompleteReadError as err:

@@ -8,6 +8,7 @@ Each line is flushed and fsynced before the step it announces runs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -20,9 +21,12 @@ from watchdog.errors import JournalError
 from watchdog.events import Event, EventKind, EventSink, ignore
 from watchdog.plan import Action, History, Plan, Remediation, Step
 
+log = logging.getLogger(__name__)
+
 JOURNAL_FILE = "journal.jsonl"
 
 STARTED, DONE, FAILED = "started", "done", "failed"
+TAIL_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,26 @@ class Pending:
         return next((s for s in self.plan.steps if s not in self.done), None)
 
 
+def _drop_torn_tail(fd: int, path: Path) -> None:
+    """Cut a last line torn by a crash mid-write (no newline: never a whole entry, and the step it
+    announced never ran), so the next entry starts a line of its own instead of gluing onto it."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    keep = 0
+    offset = size
+    while offset > 0:
+        start = max(0, offset - TAIL_CHUNK)
+        chunk = os.pread(fd, offset - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        offset = start
+    os.ftruncate(fd, keep)
+    log.warning("journal %s: dropped a line torn by a crash (%d bytes)", path, size - keep)
+
+
 class Journal:
     def __init__(self, state_dir: str | Path, clock: Callable[[], float] = time.time,
                  events: EventSink = ignore) -> None:
@@ -56,7 +80,8 @@ class Journal:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             # 0600: the plan holds the stack's host entries, fence commands included.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            _drop_torn_tail(fd, self.path)
             with open(fd, "a", encoding="utf-8") as handle:
                 handle.write(line)
                 handle.flush()

@@ -7,12 +7,12 @@ breaks the model's rules (anti-affinity, spares never active, ...).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from components.topology import FENCE_NONE, Topology, parse_topology, to_config, validate
+from components.topology import FENCE_NONE, Role, Topology, parse_topology, to_config, validate
 from watchdog.detect import Failures
 from watchdog.errors import JournalError
 from watchdog.reasons import Note, Reason
@@ -93,6 +93,8 @@ class Plan:
     verify: tuple[str, ...] = ()  # nodes that must turn healthy afterwards
     steps: tuple[Step, ...] = ()
     notes: tuple[Note, ...] = field(default=())
+    # sha256 of the stack file the plan was made from ("": unknown); the write is a compare-and-swap
+    source_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
         t = self.topology
@@ -112,7 +114,7 @@ class Plan:
         """Everything needed to carry on with the plan after a restart (the whole stack's
         topology included): what the journal keeps."""
         return {**self.to_json(), "prune": list(self.prune), "verify": list(self.verify),
-                "config": to_config(self.topology)}
+                "config": to_config(self.topology), "source_hash": self.source_hash}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Plan:
@@ -124,7 +126,8 @@ class Plan:
                 fence=tuple(record["fence"]), prune=tuple(record["prune"]),
                 replace=tuple(record["replace"]), verify=tuple(record["verify"]),
                 steps=tuple(Step(s) for s in record["steps"]),
-                notes=tuple(Note.from_json(n) for n in record.get("notes", ())))
+                notes=tuple(Note.from_json(n) for n in record.get("notes", ())),
+                source_hash=str(record.get("source_hash", "")))
         except (KeyError, TypeError, ValueError) as err:
             raise JournalError(f"the journal holds a plan this watchdog cannot read ({err!r}); "
                                "move the journal aside after checking the cluster by hand") from None
@@ -142,9 +145,10 @@ def topology_json(t: Topology) -> dict[str, Any]:
 
 
 def plan(topology: Topology, failures: Failures, history: History | None = None, now: float = 0.0,
-         *, manual: bool = False) -> Plan:
+         *, manual: bool = False, healthy: Collection[str] | None = None) -> Plan:
     """What the watchdog does about `failures`. `manual` (an operator's failover) skips the
-    cooldown and hourly budget, never the placement and fencing rules."""
+    cooldown and hourly budget, never the placement and fencing rules. `healthy`: the nodes known
+    to answer right now (None: every node that did not fail), for the DB data rule."""
     history = history or History()
     notes = failures.notes
 
@@ -165,6 +169,10 @@ def plan(topology: Topology, failures: Failures, history: History | None = None,
     dead_idle = [h for h in failures.hosts if not topology.nodes_on(h)]
     dead_busy = [h for h in failures.hosts if topology.nodes_on(h)]
     if not dead_busy and not failures.nodes:
+        if failures.partitioned and not dead_idle:
+            return refuse(Reason.PARTITIONED, next(
+                (n.message for n in notes if n.code is Reason.PARTITIONED),
+                f"{', '.join(failures.partitioned)} cut off from the watchdog only; acting on nothing"))
         if not dead_idle:
             return Plan(Action.NONE, Reason.NOTHING_FAILED, "nothing failed", topology, notes=notes)
         return _drop_idle(topology, dead_idle, notes)
@@ -174,8 +182,32 @@ def plan(topology: Topology, failures: Failures, history: History | None = None,
         if guard:
             return refuse(*guard)
     if dead_busy:
-        return _failover_hosts(topology, dead_busy, dead_idle, notes)
-    return _heal_nodes(topology, failures.nodes, dead_idle, history, now, notes)
+        p = _failover_hosts(topology, dead_busy, dead_idle, notes, failures.nodes)
+    else:
+        p = _heal_nodes(topology, failures.nodes, dead_idle, history, now, notes)
+    return _keep_db_data(p, topology, failures, healthy)
+
+
+def _keep_db_data(p: Plan, topology: Topology, failures: Failures,
+                  healthy: Collection[str] | None) -> Plan:
+    """Refuse a plan that rebuilds a DB node on a fresh disk (a move) unless another DB node that
+    holds the data stays where it is and is healthy: the fresh node would otherwise found an
+    empty cluster, or sit beside garbd, and the data's return would then be wiped by SST."""
+    moved = {m.node for m in p.moves}
+    for move in p.moves:
+        if topology.nodes[move.node].role is not Role.MYSQL:
+            continue
+        peers = [n for n in topology.nodes_of(Role.MYSQL) if n.name != move.node]
+        holders = [n.name for n in peers if n.name not in moved and n.name not in failures.nodes
+                   and n.host not in failures.hosts and (healthy is None or n.name in healthy)]
+        if not holders:
+            others = ", ".join(n.name for n in peers) or "none"
+            return Plan(Action.REFUSE, Reason.DB_DATA_NEEDS_PERSON,
+                        f"DB data needs a person: {move.node} would be rebuilt on a fresh disk on "
+                        f"{move.to_host} while no other DB node holding the data is healthy "
+                        f"({others}); bring one back (or restore the data), then remediate by hand",
+                        topology, notes=p.notes)
+    return p
 
 
 def _guard(topology: Topology, history: History, now: float) -> tuple[Reason, str] | None:
@@ -233,7 +265,9 @@ def _spares_free(topology: Topology, exclude: Iterable[str]) -> list[str]:
 
 
 def _failover_hosts(topology: Topology, busy: list[str], idle: list[str],
-                    notes: tuple[Note, ...]) -> Plan:
+                    notes: tuple[Note, ...], failed_nodes: tuple[str, ...] = ()) -> Plan:
+    """Fence each busy host and move its nodes to a spare; nodes that failed on reachable hosts
+    meanwhile are replaced in place by the same plan (one decision covers the whole fault)."""
     for host in busy:
         fence = topology.hosts[host].fence
         if fence is None:
@@ -258,12 +292,15 @@ def _failover_hosts(topology: Topology, busy: list[str], idle: list[str],
             return Plan(Action.REFUSE, Reason.NO_SPARE,
                         f"no spare fits the nodes of {host} ({', '.join(names)}): {why}",
                         topology, notes=notes)
-    verify = tuple(m.node for m in moves)
+    in_place = tuple(sorted(n for n in failed_nodes if n not in {m.node for m in moves}))
+    verify = tuple(sorted({*(m.node for m in moves), *in_place}))
     reason = "; ".join(f"host {h} failed: move {', '.join(m.node for m in moves if m.from_host == h)} "
                        f"to {next(m.to_host for m in moves if m.from_host == h)}" for h in busy)
+    if in_place:
+        reason += f"; replace {', '.join(in_place)} in place"
     return _checked(Plan(
         Action.FAILOVER, Reason.HOST_FAILED, reason, new, moves=tuple(moves),
-        fence=tuple(busy),
+        fence=tuple(busy), replace=in_place,
         prune=tuple([*busy, *idle]), verify=verify,
         steps=(Step.FENCE, Step.PRUNE_STATE, Step.WRITE_CONFIG, Step.UP, Step.VERIFY), notes=notes), topology)
 

@@ -1,17 +1,24 @@
-"""What people read: plans, steps and the status table as lines of text, and the status as JSON.
+"""What people read: plans, steps and the status table (lines of text, or rich tables), and the
+status as JSON.
 
-No I/O: the CLI prints these lines, the watch loop logs them.
+No I/O: the CLI prints these, the watch loop logs them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
 
 from components.topology import Topology
 from watchdog.journal import Pending
 from watchdog.plan import Plan, Step
+from watchdog.seen import Seen
 from watchdog.target import Kind, ProbeResult, Target
 
 
@@ -63,10 +70,14 @@ class Status:
     targets: Sequence[Target]
     results: Sequence[ProbeResult]
     pending: Pending | None
+    answering: tuple[str, ...] = ()  # hosts in mac:failedHosts that answer again (split brain?)
+    seen: Mapping[str, Seen] = field(default_factory=dict)  # what a running watchdog saw
+    journal: Sequence[Mapping[str, Any]] = ()  # the pending remediation's journal entries
+    now: float = 0.0
 
     @property
     def healthy(self) -> bool:
-        return all(r.ok for r in self.results)
+        return all(r.ok for r in self.results) and not self.answering
 
     def rows(self) -> list[dict[str, Any]]:
         by_key = {t.key: t for t in self.targets}
@@ -76,7 +87,8 @@ class Status:
             rows.append({"kind": t.kind.value, "name": t.name, "role": t.role,
                          "host": self.topology.nodes[t.name].host if t.kind is Kind.NODE else t.name,
                          "address": t.address, "state": "up" if r.ok else "down",
-                         "latency_ms": round(r.latency_s * 1000, 1), "error": r.error})
+                         "latency_ms": round(r.latency_s * 1000, 1), "error": r.error,
+                         "degraded": r.degraded})
         return rows
 
     def to_json(self) -> dict[str, Any]:
@@ -84,21 +96,85 @@ class Status:
         return {"stack": self.stack, "healthy": self.healthy, "targets": self.rows(),
                 "spares": list(self.topology.spares),
                 "failedHosts": list(self.topology.failed_hosts),
+                "failedHostsAnswering": list(self.answering),
                 "pendingRemediation": None if pending is None else {
                     "id": pending.id, "code": pending.plan.code.value,
                     "reason": pending.plan.reason, "nextStep": pending.next_step}}
 
-    def lines(self) -> list[str]:
-        """The table for people: one aligned row per target, then spares and failed hosts."""
-        header = ("KIND", "NAME", "ROLE", "HOST", "ADDRESS", "STATE", "LATENCY", "ERROR")
-        table = [header] + [(r["kind"], r["name"], r["role"], r["host"], r["address"], r["state"],
-                             f"{r['latency_ms']:.1f} ms", r["error"] or "") for r in self.rows()]
-        widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-        lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                 for row in table]
-        lines.append(f"spares: {', '.join(self.topology.spares) or '-'}; failed hosts: "
-                     f"{', '.join(self.topology.failed_hosts) or '-'}")
-        if self.pending is not None:
-            lines.append(f"unfinished remediation {self.pending.id}: {self.pending.plan.reason} "
-                         f"(next step: {self.pending.next_step})")
+    # --- the rich view (`mac-watchdog status`, `--watch`) ----------------------------------------
+
+    def table(self) -> RenderableType:
+        """Hosts, then nodes (role, where each runs, health, since when), then what is pending."""
+        rows = {(r["kind"], r["name"]): r for r in self.rows()}
+        now = self.now or time.time()
+        t = self.topology
+        hosts = Table(title=f"stack {self.stack}: hosts", title_justify="left", expand=False)
+        for column in ("HOST", "ROLE", "RUNS", "HEALTH", "SINCE", "ADDRESS"):
+            hosts.add_column(column)
+        for name in sorted(t.hosts):
+            role = ("failed" if name in t.failed_hosts else "spare" if name in t.spares else "active")
+            runs = ", ".join(sorted(n for n, node in t.nodes.items() if node.host == name)) or "-"
+            row = rows.get(("host", name))
+            hosts.add_row(name, role, runs, *self._health(row, f"host:{name}", now),
+                          t.hosts[name].address)
+        nodes = Table(title=f"stack {self.stack}: nodes", title_justify="left", expand=False)
+        for column in ("NODE", "ROLE", "HOST", "HEALTH", "SINCE", "ADDRESS"):
+            nodes.add_column(column)
+        for name in sorted(t.nodes):
+            node = t.nodes[name]
+            row = rows.get(("node", name))
+            nodes.add_row(name, node.role.value, node.host, *self._health(row, f"node:{name}", now),
+                          node.ip)
+        return Group(hosts, nodes, *[Text(line) for line in self.pending_lines(now)])
+
+    def _health(self, row: Mapping[str, Any] | None, key: str, now: float) -> tuple[Text, str]:
+        seen = self.seen.get(key)
+        since = f"{seen.state} for {_ago(now - seen.since)}" if seen else "-"
+        if row is None:  # a failed host: not probed
+            return Text("not probed", style="dim"), since
+        if row["state"] == "up" and row.get("degraded"):
+            return Text(f"up {row['latency_ms']:.0f} ms, degraded: {row['degraded']}",
+                        style="yellow"), since
+        if row["state"] == "up":
+            return Text(f"up {row['latency_ms']:.0f} ms", style="green"), since
+        return Text(f"down ({row['error'] or 'no answer'})", style="bold red"), since
+
+    def pending_lines(self, now: float) -> list[str]:
+        """The unfinished remediation and its steps from the journal (a failover as it happens)."""
+        p = self.pending
+        lines = [f"spares: {', '.join(self.topology.spares) or '-'}; failed hosts: "
+                 f"{', '.join(self.topology.failed_hosts) or '-'}"]
+        lines += [f"WARNING: {host} is in mac:failedHosts but answers again: the nodes that moved "
+                  "away may be answered by its old VMs (split brain); power it off, then "
+                  f"`mac-watchdog reclaim {host}`" for host in self.answering]
+        if p is None:
+            return [*lines, "pending remediation: none"]
+        lines.append(f"pending remediation {p.id}: {p.plan.reason} [{p.plan.code}], started "
+                     f"{_ago(now - p.started_at)} ago")
+        started: dict[str, float] = {}
+        for entry in self.journal:
+            if entry.get("event") != "step":
+                continue
+            step, status, ts = str(entry.get("step")), entry.get("status"), float(entry.get("ts", now))
+            if status == "started":
+                started[step] = ts
+            elif status in ("done", "failed"):
+                took = ts - started.pop(step, ts)
+                lines.append(f"  {step}: {status} in {took:.1f} s"
+                             + (f" ({entry['error']})" if entry.get("error") else ""))
+        for step, ts in started.items():
+            lines.append(f"  {step}: running for {_ago(now - ts)}")
+        if p.next_step is not None and p.next_step.value not in started:
+            lines.append(f"  next: {p.next_step.value}")
         return lines
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 90 * 60:
+        return f"{seconds // 60} min"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d"

@@ -1,4 +1,5 @@
-"""Probes: is each node's health endpoint answering 200, is each host's SSH port open?
+"""Probes: is each node's self-check answering 200 (and what it reports), is each host's SSH port
+open?
 
 Async, bounded concurrency, one timeout per probe that covers connect, headers and body. Nothing
 here blocks the event loop. How a probe reaches its target is a `Transport`: `NativeTransport`
@@ -13,12 +14,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import httpx
 
 from watchdog.http1 import Connection, HttpError
-from watchdog.target import Kind, ProbeResult, Target, TargetKey
+from watchdog.target import Kind, ProbeResult, SelfReport, Target, TargetKey
 
 DEFAULT_CONCURRENCY = 64
 # Re-probes of suspect targets, on slots of their own: as many as the rounds have, so a burst of
@@ -39,15 +40,22 @@ def _describe(err: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+class Answer(NamedTuple):
+    """An HTTP answer to a probe: the status and the body."""
+
+    status: int
+    body: bytes = b""
+
+
 class Transport(Protocol):
     """How probes reach targets; one per Prober block, closed with it."""
 
-    async def http_get(self, key: TargetKey, url: str) -> int:
-        """GET `url` and read the whole response; its status. Raises OSError, HttpError or
-        httpx.HTTPError when there is no answer."""
+    async def http_get(self, key: TargetKey, url: str) -> Answer | int:
+        """GET `url` and read the whole response; the answer (a bare status: no body read).
+        Raises OSError, HttpError or httpx.HTTPError when there is no answer."""
 
     async def connect(self, address: str) -> None:
-        """Open (and close) a TCP connection to HOST:PORT; raises OSError when refused."""
+        """Reach HOST:PORT and read its SSH banner (`ssh_banner`); raises OSError when not."""
 
     def drop(self, key: TargetKey) -> None:
         """Forget the connection of `key`: an error or a timeout left it in an unknown state."""
@@ -57,6 +65,26 @@ class Transport(Protocol):
 
 # (per-probe timeout, connections at most) -> a transport for one Prober block
 TransportFactory = Callable[[float, int], Transport]
+
+
+SSH_BANNERS = (b"SSH-2.0-", b"SSH-1.99-")
+SSH_BANNER_MAX = 255  # RFC 4253 4.2: the identification line is at most 255 bytes
+
+
+async def ssh_banner(address: str) -> None:
+    """Connect to HOST:PORT and read sshd's identification line: a middlebox or a dead host's
+    port forwarder that merely accepts connections does not make a host up. Raises OSError."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        line = await reader.readline()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    if not line.startswith(SSH_BANNERS):
+        shown = line[:24].decode("ascii", "replace").strip() or "nothing"
+        raise ConnectionError(f"no SSH banner (got {shown!r})")
 
 
 async def tcp_connect(address: str) -> None:
@@ -73,14 +101,14 @@ class NativeTransport:
     def __init__(self, timeout_s: float = 0.0, max_connections: int = 0) -> None:
         self._connections: dict[TargetKey, Connection] = {}
 
-    async def http_get(self, key: TargetKey, url: str) -> int:
+    async def http_get(self, key: TargetKey, url: str) -> Answer:
         connection = self._connections.get(key)
         if connection is None:
             connection = self._connections[key] = Connection(url)
-        return await connection.get()
+        return Answer(*await connection.fetch())
 
     async def connect(self, address: str) -> None:
-        await tcp_connect(address)
+        await ssh_banner(address)
 
     def drop(self, key: TargetKey) -> None:
         connection = self._connections.pop(key, None)
@@ -103,12 +131,12 @@ class HttpxTransport:
         self._client = httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False,
                                          follow_redirects=False)
 
-    async def http_get(self, key: TargetKey, url: str) -> int:
+    async def http_get(self, key: TargetKey, url: str) -> Answer:
         response = await self._client.get(url)  # reads the whole body: a cut-off body fails
-        return response.status_code
+        return Answer(response.status_code, response.content)
 
     async def connect(self, address: str) -> None:
-        await tcp_connect(address)
+        await ssh_banner(address)
 
     def drop(self, key: TargetKey) -> None:
         pass  # the pool discards a broken connection itself
@@ -176,16 +204,19 @@ class Prober:
         transport = self.transport
         async with self._fast_semaphore if fast else self._semaphore:
             start = self.clock()
-            ok, error = False, None
+            ok, error, report = False, None, SelfReport()
             try:
                 async with asyncio.timeout(self.timeout_s):
                     if target.kind is Kind.HOST:
                         await transport.connect(target.address)
                         ok = True
                     else:
-                        status = await transport.http_get(target.key, target.address)
+                        answer = await transport.http_get(target.key, target.address)
+                        status, body = (answer, b"") if isinstance(answer, int) else answer
                         ok = status == 200
                         error = None if ok else f"HTTP {status}"
+                        if ok:
+                            report = SelfReport.parse(body)
             except TimeoutError:
                 error = f"timeout after {self.timeout_s:g} s"
                 transport.drop(target.key)
@@ -196,4 +227,5 @@ class Prober:
                 error = _describe(err)
                 transport.drop(target.key)
             end = self.clock()
-            return ProbeResult(target.key, ok, end - start, error, end, asked)
+            return ProbeResult(target.key, ok, end - start, error, end, asked, report.degraded,
+                               report.sees)

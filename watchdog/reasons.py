@@ -28,15 +28,30 @@ class Reason(StrEnum):
     NO_FENCE_COMMAND = "no_fence_command"
     NO_SPARE = "no_spare"
     RULE_BROKEN = "rule_broken"  # the new topology would break a rule of the model
+    PARTITIONED = "partitioned"  # a host cut off from the watchdog only: its peers still see it
+    DB_DATA_NEEDS_PERSON = "db_data_needs_person"  # a DB node on a fresh disk, no peer with data
     # A failure deliberately not acted on (a note).
     MANAGEMENT_NETWORK_SUSPECTED = "management_network_suspected"
     NODE_ON_UNREACHABLE_HOST = "node_on_unreachable_host"
+    DEPENDENT_FAILURE = "dependent_failure"  # the node works; a dependency of its own is down
     # What happened to a remediation (alerts).
     REMEDIATED = "remediated"
     UP_FAILED = "up_failed"
     VERIFY_FAILED = "verify_failed"
     REMEDIATION_FAILED = "remediation_failed"
     ABANDONED = "abandoned"
+    STACK_FILE_CHANGED = "stack_file_changed"  # edited since the plan: nothing written over it
+    STACK_FILE_REVERTED = "stack_file_reverted"  # no longer holds the plan's result before `up`
+    UP_TIMED_OUT = "up_timed_out"
+    ORPHAN_ENDED = "orphan_ended"  # a child an earlier watchdog left running was ended
+    GIT_FAILED = "git_failed"
+    # The loop itself (it keeps watching on the last good topology).
+    STACK_FILE_INVALID = "stack_file_invalid"
+    WATCHDOG_IO_FAILED = "watchdog_io_failed"  # state or stacks directory not writable, ...
+    FENCED_HOST_ANSWERS = "fenced_host_answers"  # a host in mac:failedHosts is back: split brain?
+    # Several watchdogs on etcd (watchdog.leader).
+    ETCD_UNAVAILABLE = "etcd_unavailable"  # no quorum or unreachable: nobody may act
+    LEADERSHIP_LOST = "leadership_lost"  # a leader lost its lease; it stopped acting
     # An operator's reclaim.
     HOST_RECLAIMED = "host_reclaimed"
     # Read from a journal written before reason codes existed.

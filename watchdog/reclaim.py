@@ -1,12 +1,15 @@
 """Reclaim: put a repaired host back as a spare, once it is reachable and runs none of our VMs.
 
-A reclaim is a remediation like any other: a plan (one step, write the stack file) carried out by
-the Remediator, under the remediation lock and journaled; the host checks run under that lock.
+A reclaim is a remediation like any other: a plan (drop the host from the stack's record of fenced
+hosts, write the stack file) carried out by the Remediator, under the remediation lock and
+journaled; the host checks run under that lock. The MAC domains still defined there (its old VMs,
+which may run on the IPs of the nodes that moved) are destroyed before it becomes a spare.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -19,10 +22,14 @@ from watchdog.reasons import Reason
 from watchdog.remediate import Outcome
 from watchdog.target import Kind, Target
 
+log = logging.getLogger(__name__)
+
 VIRSH_TIMEOUT_S = 30.0
 MIN_PROBE_TIMEOUT_S = 3.0
 # `host` -> its domain names, or None when nothing can list them (no virsh here).
 DomainLister = Callable[[Host], list[str] | None]
+# (`host`, domain name): stop and undefine that domain there.
+DomainDestroyer = Callable[[Host, str], None]
 
 
 def reclaimed(topology: Topology, host: str) -> Topology:
@@ -63,17 +70,35 @@ def list_domains(host: Host, timeout_s: float = VIRSH_TIMEOUT_S) -> list[str] | 
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
 
 
+def destroy_domain(host: Host, name: str, timeout_s: float = VIRSH_TIMEOUT_S) -> None:
+    """`virsh destroy` (if it runs) and `virsh undefine` one domain on `host`."""
+    virsh = shutil.which("virsh")
+    if virsh is None:
+        raise RemediationRefused(f"virsh is not installed: cannot destroy {name} on {host.name}")
+    for verb in ("destroy", "undefine"):
+        try:
+            proc = subprocess.run([virsh, "-c", host.uri, verb, name], capture_output=True,
+                                  text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise RemediationRefused(f"virsh {verb} {name} on {host.name} did not answer within "
+                                     f"{timeout_s:g} s") from None
+        if proc.returncode != 0 and not (verb == "destroy" and "not running" in proc.stderr):
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RemediationRefused(f"virsh {verb} {name} on {host.name} failed: {last}")
+
+
 def reclaim_plan(topology: Topology, host: str) -> Plan:
-    """The plan that puts `host` back among the spares (pure)."""
+    """The plan that puts `host` back among the spares (pure): the stack's record of fenced
+    hosts drops it (PRUNE_STATE prunes nothing here), then the stack file lists it as a spare."""
     return Plan(Action.RECLAIM, Reason.HOST_RECLAIMED,
                 f"host {host} repaired: back from mac:failedHosts to mac:spares",
-                reclaimed(topology, host), steps=(Step.WRITE_CONFIG,))
+                reclaimed(topology, host), steps=(Step.PRUNE_STATE, Step.WRITE_CONFIG))
 
 
 def check_host(ctx: Context, topology: Topology, host: str, force: bool,
-               domains: DomainLister | None = None) -> None:
-    """Refuse unless `host` answers on its management address and runs none of our domains
-    (unchecked with `force` when nothing here can list them)."""
+               domains: DomainLister | None = None, destroy: DomainDestroyer | None = None) -> None:
+    """Refuse unless `host` answers on its management address; destroy the domains of our nodes
+    still defined there (unchecked with `force` when nothing here can list them)."""
     h = topology.hosts[host]
     target = Target(Kind.HOST, host, f"{h.address}:{SSH_PORT}", "host")
     timeout_s = max(topology.watchdog.probe_timeout_s, MIN_PROBE_TIMEOUT_S)
@@ -87,15 +112,19 @@ def check_host(ctx: Context, topology: Topology, host: str, force: bool,
             f"{', '.join(sorted(topology.nodes))}; install libvirt-clients, or check by hand "
             "and pass --force")
     ours = our_domains(found or [], topology)
-    if ours:
-        raise RemediationRefused(f"{host} still has our domains {', '.join(ours)}; "
+    for name in ours:
+        log.warning("reclaim %s: destroying the stale domain %s", host, name)
+        (destroy or destroy_domain)(h, name)
+    left = our_domains((domains or list_domains)(h) or [], topology) if ours else []
+    if left:
+        raise RemediationRefused(f"{host} still has our domains {', '.join(left)}; "
                                  f"undefine them there first (virsh -c {h.uri} undefine NAME)")
 
 
-def reclaim(ctx: Context, host: str, force: bool = False,
-            domains: DomainLister | None = None) -> Outcome:
+def reclaim(ctx: Context, host: str, force: bool = False, domains: DomainLister | None = None,
+            destroy: DomainDestroyer | None = None) -> Outcome:
     """Check `host` and put it back as a spare, through the remediation pipeline."""
     topology = ctx.topology()
     p = reclaim_plan(topology, host)
     return ctx.remediator(topology).execute(
-        p, "reclaim", precheck=lambda: check_host(ctx, topology, host, force, domains))
+        p, "reclaim", precheck=lambda: check_host(ctx, topology, host, force, domains, destroy))

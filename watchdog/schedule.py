@@ -24,18 +24,21 @@ from watchdog.detect import Detector, Health, State, asked_time, reprobe_at
 from watchdog.probe import Prober
 from watchdog.target import ProbeResult, Target, TargetKey
 
+# Called when a target changes state, or the dependency it reports degraded changes.
 OnChange = Callable[[TargetKey, Health], None]
+OnResult = Callable[[ProbeResult], None]
 
 
 class Sweeper:
     """Rounds and fast lanes for one prober and one detector (use inside the prober's block)."""
 
     def __init__(self, prober: Prober, detector: Detector, settings: WatchdogSettings,
-                 on_change: OnChange | None = None) -> None:
+                 on_change: OnChange | None = None, on_result: OnResult | None = None) -> None:
         self.prober = prober
         self.detector = detector
         self.settings = settings
         self.on_change: OnChange = on_change or (lambda key, health: None)
+        self.on_result: OnResult = on_result or (lambda result: None)  # every result (metrics)
         self._targets: dict[TargetKey, Target] = {}
         self._lanes: dict[TargetKey, asyncio.Task[None]] = {}
         self._failed_in_lane = asyncio.Event()
@@ -75,12 +78,13 @@ class Sweeper:
         self._lanes.clear()
 
     def _observe(self, result: ProbeResult, fast: bool) -> Health | None:
+        self.on_result(result)
         old = self.detector.health.get(result.key)
         self.detector.observe([result])
         health = self.detector.health.get(result.key)
         if health is None:
             return None
-        if old is None or old.state is not health.state:
+        if old is None or old.state is not health.state or old.degraded != health.degraded:
             self.on_change(result.key, health)
             if fast and health.state is State.FAILED:
                 self._failed_in_lane.set()

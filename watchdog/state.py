@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from components import naming
 from components.topology import Host
 from watchdog.errors import StateError
 
@@ -46,16 +47,11 @@ def _resources(deployment: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def host_providers(deployment: Mapping[str, Any], host: Host) -> list[str]:
-    """URNs of the libvirt providers that talk to `host` (by URI, else by name)."""
-    found = []
-    for r in _resources(deployment):
-        if r.get("type") != LIBVIRT_PROVIDER_TYPE:
-            continue
-        uris = {(r.get("inputs") or {}).get("uri"), (r.get("outputs") or {}).get("uri")}
-        name = urn_name(r["urn"])
-        if host.uri in uris or name in (host.name, f"{host.name}-provider", f"{host.name}-libvirt"):
-            found.append(r["urn"])
-    return found
+    """URNs of the libvirt providers of `host`: named by components.naming, as the program names
+    them (the URI is no identity: every ci host used to share one)."""
+    name = naming.host_provider(host.name)
+    return [r["urn"] for r in _resources(deployment)
+            if r.get("type") == LIBVIRT_PROVIDER_TYPE and urn_name(r["urn"]) == name]
 
 
 def _bound_to(r: Mapping[str, Any], removed: set[str]) -> bool:
@@ -110,12 +106,7 @@ def prune_hosts(deployment: Mapping[str, Any], hosts: Iterable[Host]) -> PruneRe
 
 
 def domain_urns(deployment: Mapping[str, Any], node: str) -> list[str]:
-    """The URN of `node`'s libvirt Domain: named after the node, or a child of its component."""
-    found = []
-    for r in _resources(deployment):
-        if r.get("type") != DOMAIN_TYPE:
-            continue
-        name, parent = urn_name(r["urn"]), r.get("parent") or ""
-        if name in (node, f"{node}-domain", f"{node}-vm") or (parent and urn_name(parent) == node):
-            found.append(r["urn"])
-    return found
+    """The URN of `node`'s libvirt Domain, named by components.naming as the program names it."""
+    name = naming.vm_domain(node)
+    return [r["urn"] for r in _resources(deployment)
+            if r.get("type") == DOMAIN_TYPE and urn_name(r["urn"]) == name]

@@ -59,3 +59,31 @@ function mac_json(int $status, array $body): void
     header('Cache-Control: no-store');
     echo json_encode($body), "\n";
 }
+
+/** Where /health.php leaves its latest outcome for /alive.php: one file per node. */
+function mac_db_state_path(): string
+{
+    $node = preg_replace('/[^A-Za-z0-9_.-]/', '_', (string) (mac_config()['node'] ?? 'node'));
+    return sys_get_temp_dir() . "/mac-app-db-$node.json";
+}
+
+function mac_record_db_state(bool $ok, string $detail): void
+{
+    $path = mac_db_state_path();
+    $tmp = $path . '.' . getmypid();
+    $state = json_encode(['ok' => $ok, 'at' => microtime(true), 'detail' => $detail]);
+    if (@file_put_contents($tmp, $state) !== false) {
+        @rename($tmp, $path);  // atomic: a reader never sees half a file
+    }
+}
+
+/** The latest DB outcome recorded at most $fresh_s ago, or null. */
+function mac_db_state(float $fresh_s): ?array
+{
+    $raw = @file_get_contents(mac_db_state_path());
+    $state = $raw === false ? null : json_decode($raw, true);
+    if (!is_array($state) || microtime(true) - (float) ($state['at'] ?? 0) > $fresh_s) {
+        return null;
+    }
+    return $state;
+}

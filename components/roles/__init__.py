@@ -36,6 +36,12 @@ class PostBootStep:
     command: str
     stdin: Callable[[Secrets], str] | None = None
     after: tuple[str, ...] = ()  # names of steps that must finish first
+    # Run instead of `command` while the stack's DB cluster was never founded (its first deploy).
+    first_deploy_command: str | None = None
+    founds_cluster: bool = False  # done: the DB cluster exists (the stack records that)
+
+    def command_for(self, first_deploy: bool) -> str:
+        return self.first_deploy_command if first_deploy and self.first_deploy_command else self.command
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,8 +88,10 @@ def post_boot_steps(topology: Topology) -> list[PostBootStep]:
     dbs = topology.nodes_of(Role.MYSQL)
     for db in dbs:
         name = f"galera-start-{db.name}"
-        steps.append(PostBootStep(name, db.name, root(mysql.GALERA_START),
-                                  after=(f"wait-cloud-init-{db.name}", *previous)))
+        steps.append(PostBootStep(
+            name, db.name, root(mysql.GALERA_START), after=(f"wait-cloud-init-{db.name}", *previous),
+            first_deploy_command=root(f"{mysql.GALERA_START} {mysql.FIRST_DEPLOY_FLAG}"),
+            founds_cluster=db is dbs[0]))
         previous = (name,)
     first = dbs[0]
     steps.append(PostBootStep(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from components.roles.cloud_config import WriteFile
 from components.roles.escape import comment, ip
-from components.topology import HEALTH_ENDPOINTS, Node, Role, Topology
+from components.topology import SELF_ENDPOINTS, Node, Role, Topology
 
 PACKAGES = ("keepalived",)
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
@@ -38,10 +38,11 @@ CHECK_INTERVAL_S = 1
 CHECK_FALL = 2
 CHECK_RISE = 2
 CHECK_MAX_TIME_S = 0.8
-# What the check asks: HAProxy's stats page on its monitor port. It is served by HAProxy itself
-# whatever its backends do: with every web node down both LBs still answer (503), and the VIP
-# stays put instead of vanishing. (The monitor-uri fails with no web server up: not that one.)
-CHECK_PATH = "/stats;csv"
+# What the check asks: the LB's self-check (SELF_ENDPOINTS, `/node` on the monitor port), answered
+# by HAProxy itself (`http-request return`) whatever its backends do: with every web node down
+# both LBs still answer 200 (naming the dependency as degraded), and the VIP stays put instead of
+# vanishing. (The monitor-uri fails with no web server up: not that one.)
+CHECK = SELF_ENDPOINTS[Role.LB]
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def peers(node: Node, topology: Topology) -> list[str]:
 
 
 def check_url(lb_ip: str) -> str:
-    return f"http://{lb_ip}:{HEALTH_ENDPOINTS[Role.LB].port}{CHECK_PATH}"
+    return f"http://{lb_ip}:{CHECK.port}{CHECK.path}"
 
 
 def render_keepalived_conf(lb_name: str, lb_ip: str, peer_ips: Sequence[str], vip: str,

@@ -15,6 +15,7 @@ from components.topology import (
     HEALTH_ENDPOINTS,
     LB_HTTP_PORT,
     MYSQL_PORT,
+    SELF_ENDPOINTS,
     Node,
     Role,
     Topology,
@@ -62,6 +63,20 @@ CONNECT_TIMEOUT_MS = 250
 # kills the requests still connecting to it at that instant, without a retry (5 to 11 failed
 # requests per host death at 200 req/s).
 WEB_SERVER_TIMEOUT_S = APP_DB_BUDGET_S + APP_DB_CONNECT_TIMEOUT_S
+
+
+def _self_check(web: Sequence[Backend], db: Sequence[Backend]) -> str:
+    """The watchdog's self-check of the LB (SELF_ENDPOINTS): 200 as long as HAProxy answers,
+    whatever its backends do. The body names a degraded dependency (no web or no DB server up;
+    "" when none) and, by IP, whether this LB's checks see each server up."""
+    sees = ",".join(f'"{b.ip}":%[srv_is_up({backend}/{b.name}),iif(true,false)]'
+                    for backend, servers in (("web", web), ("mysql", db)) for b in servers)
+    body = f'{{"degraded":"%[var(txn.degraded)]","sees":{{{sees}}}}}'
+    return f"""\
+    acl self_check path {SELF_ENDPOINTS[Role.LB].path}
+    http-request set-var(txn.degraded) str("no DB server up") if self_check {{ nbsrv(mysql) lt 1 }}
+    http-request set-var(txn.degraded) str("no web server up") if self_check {{ nbsrv(web) lt 1 }}
+    http-request return status 200 content-type application/json lf-string '{body}' if self_check"""
 
 
 def render_haproxy_cfg(lb_name: str, lb_ip: str, web: Sequence[Backend], db: Sequence[Backend],
@@ -131,6 +146,8 @@ frontend monitor
     bind {ip(lb_ip)}:{monitor.port}{_vip_bind(vip, monitor.port)}
     monitor-uri {monitor.path}
     monitor fail if {{ nbsrv(web) lt 1 }}
+    # The watchdog probes this one: unlike the monitor-uri it answers 200 with no web server up.
+{_self_check(web, db)}
     stats enable
     stats uri /stats
     stats refresh 5s

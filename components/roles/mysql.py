@@ -58,6 +58,8 @@ GALERA_START_UNIT = "/etc/systemd/system/mac-galera-start.service"
 # clustercheck service serves it (GET /position) to the other DB node; /run empties at boot.
 POSITION_FILE = "/run/mac-galera/position"
 RECOVER_CMD = "galera_recovery"  # Debian's wrapper of `mariadbd --wsrep-recover`
+# Only on the stack's first deploy may a fresh datadir found the cluster (galera_start.decide).
+FIRST_DEPLOY_FLAG = "--first-deploy"
 
 
 def provider_options(node_ip: str, galera_port: int = GALERA_PORT, ist_port: int = IST_PORT,
@@ -128,8 +130,12 @@ def clustercheck_argv(script: str, node_ip: str, socket: str, client: str = "mar
 def galera_start_argv(script: str, node: Node, topology: Topology, datadir: str,
                       start_cmd: str, bootstrap_cmd: str, after_cmd: str = "",
                       python: str = "python3", recover_cmd: str = RECOVER_CMD,
-                      position_file: str = POSITION_FILE) -> list[str]:
-    """The mac-galera-start command line for `node`; the lab passes its own start commands."""
+                      position_file: str = POSITION_FILE, first_deploy: bool = False) -> list[str]:
+    """The mac-galera-start command line for `node`; the lab passes its own start commands.
+
+    `first_deploy` lets a fresh first DB node found the cluster; a VM's installed command never
+    has it (the post-boot step adds it on the stack's first deploy only).
+    """
     dbs = topology.nodes_of(Role.MYSQL)
     check = HEALTH_ENDPOINTS[Role.MYSQL]
     argv = [python, script, "--self", node.ip,
@@ -144,6 +150,8 @@ def galera_start_argv(script: str, node: Node, topology: Topology, datadir: str,
         argv += ["--after-cmd", after_cmd]
     if dbs and dbs[0].name == node.name:
         argv.append("--first")
+    if first_deploy:
+        argv.append(FIRST_DEPLOY_FLAG)
     return argv
 
 

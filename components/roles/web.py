@@ -14,7 +14,7 @@ from components.topology import HEALTH_ENDPOINTS, MYSQL_PORT, Node, Role, Topolo
 
 PACKAGES = ("apache2", "libapache2-mod-php", "php-mysql")
 APP_SOURCE_DIR = Path(__file__).resolve().parents[2] / "app"
-APP_FILES = ("index.php", "health.php", "lib/db.php")
+APP_FILES = ("index.php", "health.php", "alive.php", "lib/db.php")
 
 
 @dataclass(frozen=True)

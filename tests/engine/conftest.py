@@ -1,10 +1,10 @@
-"""Fixtures for the engine tests: the real Pulumi CLI and plugins that `make engine` built into
-.engine/bin, a throw-away file backend per test, and (for the libvirt tests) a local libvirtd
-started by hand and stopped by PID.
+"""Fixtures for the engine tests: the real Pulumi CLI, our language host and our provider plugins
+that `make engine` built into .engine (plugins installed in .engine/home/plugins), a throw-away
+file backend per test, and (for the libvirt tests) local libvirtd "hosts" started by hand and
+stopped by PID, shared by the whole session (a libvirtd start costs seconds).
 
-Every test here skips with the reason when a piece is missing: `make engine` not run, a provider
-that cannot be built on these machines (tools/engine/build.sh writes why into .engine/missing/),
-or no root / no libvirt packages for the hypervisor.
+A test skips with the reason only when a piece is missing on the machine: `make engine` not run,
+or no root / no libvirt packages for the hypervisors.
 """
 
 from __future__ import annotations
@@ -20,15 +20,20 @@ from typing import Any
 
 import pytest
 
+from tests.engine.hypervisor import Host, ensure_bridge, remove_bridge
+from tests.engine.hypervisor import missing as hypervisor_missing
+
 REPO = Path(__file__).resolve().parents[2]
 ENGINE = REPO / ".engine"
 BIN = ENGINE / "bin"
-MISSING = ENGINE / "missing"
 VENV = REPO / ".venv"
 PASSPHRASE = "mac-engine-tests-not-secret"
 
-# The providers the MAC program needs (pulumi_libvirt, pulumi_command, pulumi_random).
+# The providers the MAC program needs (pulumi_libvirt, pulumi_command, pulumi_random) and the
+# versions their Python SDKs ask for: tools/engine/build.sh installs ours at these.
 PROGRAM_PROVIDERS = ("libvirt", "command", "random")
+PROVIDER_VERSIONS = {"libvirt": "0.5.4", "command": "1.2.1", "random": "4.21.4"}
+PLUGINS = ENGINE / "home" / "plugins"
 
 
 def engine_missing() -> str | None:
@@ -46,13 +51,9 @@ def provider_missing(*names: str) -> str | None:
     reasons = []
     for name in names:
         piece = f"pulumi-resource-{name}"
-        if os.access(BIN / piece, os.X_OK):
+        if os.access(PLUGINS / f"resource-{name}-v{PROVIDER_VERSIONS[name]}" / piece, os.X_OK):
             continue
-        note = MISSING / f"{piece}.txt"
-        if note.exists():
-            reasons.append(note.read_text().strip().replace("\n", "; "))
-        else:
-            reasons.append(f"{piece} not built: run `make engine`")
+        reasons.append(f"{piece} not installed in {PLUGINS}: run `make engine`")
     return " | ".join(reasons) or None
 
 
@@ -120,6 +121,8 @@ def pulumi_in(tmp_path: Path) -> Iterator[PulumiFactory]:
     backend = tmp_path / "backend"
     home.mkdir()
     backend.mkdir()
+    if PLUGINS.is_dir():  # the plugins `make engine` installed, shared read-only
+        os.symlink(PLUGINS, home / "plugins")
 
     def make(cwd: Path, extra_env: Mapping[str, str] | None = None) -> Pulumi:
         return Pulumi(cwd=cwd, home=home, backend=backend, extra_env=dict(extra_env or {}))
@@ -139,3 +142,29 @@ def copy_project(dest: Path, stacks: Sequence[str] = ()) -> Path:
         shutil.copy2(REPO / "stacks" / f"Pulumi.{stack}.yaml", dest / "stacks" / f"Pulumi.{stack}.yaml")
     os.symlink(VENV, dest / ".venv")
     return dest
+
+
+# The ci stack's hosts; dev/prod previews map their hosts onto these too.
+LOCAL_HOSTS = ("h1", "h2", "h3", "spare1")
+TEST_BRIDGE = "virbr-mac"  # the ci stack's network.bridge
+
+
+@pytest.fixture(scope="session")
+def libvirt_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Host]]:
+    """Four local libvirtd hosts (own sockets, run/state dirs, qemu.conf) for the whole session,
+    and the bridge the ci stack's domains plug into. Stopped by PID at the end."""
+    why = hypervisor_missing()
+    if why:
+        pytest.skip(why)
+    base = tmp_path_factory.mktemp("hosts")
+    hosts = {name: Host(name, base / name) for name in LOCAL_HOSTS}
+    created_bridge = ensure_bridge(TEST_BRIDGE)
+    try:
+        for host in hosts.values():
+            host.start()
+        yield hosts
+    finally:
+        for host in hosts.values():
+            host.stop()
+        if created_bridge:
+            remove_bridge(TEST_BRIDGE)

@@ -1,10 +1,14 @@
-"""A local libvirtd for the engine tests, started by hand (no systemd) and stopped by PID.
+"""Local libvirtd "hosts" for the engine tests: several on one machine, started by hand (no
+systemd) and stopped by PID.
 
-Debian's libvirt-daemon-system + qemu-system-x86 + qemu-utils. KVM guests hang on these machines,
-so every domain is TCG (`type='qemu'`). The daemons run in the foreground as children of the test
-process; nothing else is touched except the libvirt state directories they use. The `default`
-NAT network is not started (its autostart link is moved aside while we run and put back after),
-so the machine's networking is left alone.
+Each host is one libvirtd + virtlogd in its own mount namespace (`unshare -m`), with private bind
+mounts over /run/libvirt, /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt,
+/etc/libvirt/qemu (persistent domains and networks), /etc/libvirt/storage (pools) and its own
+qemu.conf. From outside it answers on `qemu+unix:///system?socket=DIR/run/libvirt-sock`.
+qemu runs as root in these instances: with Debian's default (libvirt-qemu) every define
+re-probes QEMU's capabilities for ~45 s (see LAB-NOTES.md). KVM guests hang on these machines,
+so every domain is TCG (`type='qemu'`). Nothing outside the hosts' directories is touched except
+the test bridge, which the tests create and remove.
 """
 
 from __future__ import annotations
@@ -12,24 +16,30 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-URI = "qemu:///system"
-SOCKET = Path("/run/libvirt/libvirt-sock")
-DAEMONS = ("virtlogd", "libvirtd")
 PACKAGES = "libvirt-daemon-system qemu-system-x86 qemu-utils libvirt-clients"
-AUTOSTART = Path("/etc/libvirt/qemu/networks/autostart/default.xml")
+QEMU_CONF = 'user = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
+# What each host keeps private, mount point -> subdirectory of the host's directory.
+PRIVATE = {
+    "/run/libvirt": "run",
+    "/var/lib/libvirt": "lib",
+    "/var/log/libvirt": "log",
+    "/var/cache/libvirt": "cache",
+    "/etc/libvirt/qemu": "etc-qemu",
+    "/etc/libvirt/storage": "etc-storage",
+}
 
 
 def missing() -> str | None:
-    """Why a local libvirtd cannot be run here, or None."""
+    """Why local libvirtds cannot be run here, or None."""
     if os.geteuid() != 0:
         return "needs root to run libvirtd"
-    for tool in ("libvirtd", "virtlogd", "virsh", "qemu-img", "qemu-system-x86_64"):
+    for tool in ("libvirtd", "virtlogd", "virsh", "qemu-img", "qemu-system-x86_64", "unshare"):
         if not (shutil.which(tool) or Path("/usr/sbin", tool).exists()):
             return f"{tool} not installed: apt-get install --no-install-recommends {PACKAGES}"
     return None
@@ -39,63 +49,127 @@ def _exe(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 
 
-def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True, check=check,
-                          timeout=120)
-
-
-def answers() -> bool:
-    try:
-        return virsh("version", check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @dataclass
-class Hypervisor:
-    uri: str
-    started_pids: tuple[int, ...]
+class Host:
+    """One local libvirtd "host"."""
 
+    name: str
+    dir: Path
+    pids: list[int] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
 
-@contextlib.contextmanager
-def local_libvirtd(log_dir: Path) -> Iterator[Hypervisor]:
-    """A libvirtd answering on qemu:///system; reuses one already running (and leaves it)."""
-    if answers():
-        yield Hypervisor(URI, ())
-        return
-    procs: list[subprocess.Popen[bytes]] = []
-    moved = None
-    if AUTOSTART.exists():
-        moved = AUTOSTART.with_name("default.xml.mac-engine-tests")
-        AUTOSTART.rename(moved)
-    try:
-        Path("/run/libvirt").mkdir(parents=True, exist_ok=True)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        for daemon in DAEMONS:
-            log = open(log_dir / f"{daemon}.log", "wb")  # noqa: SIM115 (closed with the process)
-            procs.append(subprocess.Popen([_exe(daemon)], stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL))
-            log.close()
-        deadline = time.monotonic() + 30
-        while not answers():
-            dead = [p for p in procs if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                logs = "\n".join((log_dir / f"{d}.log").read_text(errors="replace")[-2000:]
-                                 for d in DAEMONS)
-                raise RuntimeError(f"libvirtd did not come up on {URI}:\n{logs}")
+    @property
+    def socket(self) -> Path:
+        return self.dir / "run" / "libvirt-sock"
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+unix:///system?socket={self.socket}"
+
+    @property
+    def pool_root(self) -> Path:
+        """Where this host's pools live (outside the private mounts: the tests read them too)."""
+        return self.dir / "pools"
+
+    def virsh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["virsh", "-c", self.uri, *args], capture_output=True, text=True,
+                              check=check, timeout=120)
+
+    def answers(self) -> bool:
+        if not self.socket.exists():
+            return False
+        try:
+            return self.virsh("version", check=False).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    def domains(self) -> set[str]:
+        return set(self.virsh("list", "--all", "--name").stdout.split())
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 60) -> None:
+        """Start (or restart) this host's virtlogd and libvirtd; returns once it answers."""
+        for sub in [*PRIVATE.values(), "pools"]:
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "qemu.conf"
+        conf.write_text(QEMU_CONF)
+        mounts = " && ".join(f"mkdir -p {target} && mount --bind {self.dir / sub} {target}"
+                             for target, sub in PRIVATE.items())
+        script = (f"set -e; {mounts} && mount --bind {conf} /etc/libvirt/qemu.conf && "
+                  f"{_exe('virtlogd')} -d -p {self.dir / 'virtlogd.pid'} && "
+                  f"exec {_exe('libvirtd')} --pid-file {self.dir / 'libvirtd.pid'}")
+        log = open(self.dir / "libvirtd.log", "ab")  # noqa: SIM115 (closed once the child has it)
+        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = (self.dir / "libvirtd.log").read_text(errors="replace")[-3000:]
+                self.stop()
+                raise RuntimeError(f"libvirtd of {self.name} did not come up on {self.uri}:\n{tail}")
             time.sleep(0.2)
-        yield Hypervisor(URI, tuple(p.pid for p in procs))
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=10)
-        if moved is not None and moved.exists():
-            moved.rename(AUTOSTART)
+        self.pids = [self.proc.pid, *self._pid_file("virtlogd.pid")]
+
+    def _pid_file(self, name: str) -> list[int]:
+        try:
+            return [int((self.dir / name).read_text().strip())]
+        except (OSError, ValueError):
+            return []
+
+    def qemu_pids(self) -> list[int]:
+        return [pid for f in (self.dir / "run" / "qemu").glob("*.pid")
+                for pid in self._pid_file(str(f.relative_to(self.dir)))]
+
+    def wipe(self) -> None:
+        """Remove every domain, volume and pool this host has (after a test left them)."""
+        for dom in self.domains():
+            self.virsh("destroy", dom, check=False)
+            self.virsh("undefine", dom, "--nvram", check=False)
+        for pool in self.virsh("pool-list", "--all", "--name").stdout.split():
+            self.virsh("pool-start", pool, check=False)
+            self.virsh("pool-refresh", pool, check=False)
+            for line in self.virsh("vol-list", pool, check=False).stdout.splitlines()[2:]:
+                if line.split():
+                    self.virsh("vol-delete", line.split()[0], "--pool", pool, check=False)
+            self.virsh("pool-destroy", pool, check=False)
+            self.virsh("pool-delete", pool, check=False)
+            self.virsh("pool-undefine", pool, check=False)
+
+    def stop(self, kill_guests: bool = True) -> None:
+        """Stop the daemons by PID (and, by default, the qemu processes they started): what a
+        dead host looks like from outside."""
+        pids = ([*self.qemu_pids()] if kill_guests else []) + self._pid_file("virtlogd.pid")
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL if kill_guests else signal.SIGTERM)
+        self.proc = None
+        self.pids = []
+        for f in ("virtlogd.pid", "libvirtd.pid"):
+            (self.dir / f).unlink(missing_ok=True)
+        self.socket.unlink(missing_ok=True)
+
+
+def ensure_bridge(name: str) -> bool:
+    """Create the bridge the test domains plug into (no address, no uplink); True if created."""
+    if Path("/sys/class/net", name).exists():
+        return False
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    subprocess.run(["ip", "link", "set", name, "up"], check=True)
+    return True
+
+
+def remove_bridge(name: str) -> None:
+    subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
 
 
 def tiny_qcow2(path: Path, size: str = "16M") -> Path:
@@ -103,3 +177,30 @@ def tiny_qcow2(path: Path, size: str = "16M") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
     return path
+
+
+def iso_files(data: bytes) -> dict[str, bytes]:
+    """The files in the root directory of a plain ISO 9660 image (no Rock Ridge/Joliet), by the
+    name Linux shows (lower case, `;1` dropped): enough to check a NoCloud seed."""
+    sector = 2048
+    pvd = data[16 * sector: 17 * sector]
+    if pvd[1:6] != b"CD001":
+        raise ValueError("not an ISO 9660 image")
+    root = pvd[156:190]
+    extent, size = int.from_bytes(root[2:6], "little"), int.from_bytes(root[10:14], "little")
+    files: dict[str, bytes] = {}
+    pos, end = extent * sector, extent * sector + size
+    while pos < end:
+        length = data[pos]
+        if length == 0:  # records do not cross sectors: skip to the next one
+            pos = (pos // sector + 1) * sector
+            continue
+        rec = data[pos: pos + length]
+        name_len = rec[32]
+        name = rec[33: 33 + name_len].decode("ascii", "replace")
+        flags = rec[25]
+        if name not in ("\x00", "\x01") and not flags & 2:
+            start, n = int.from_bytes(rec[2:6], "little"), int.from_bytes(rec[10:14], "little")
+            files[name.split(";")[0].rstrip(".").lower()] = data[start * sector: start * sector + n]
+        pos += length
+    return files

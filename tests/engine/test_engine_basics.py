@@ -55,6 +55,14 @@ def write_project(root: Path, program: str = PROGRAM) -> Path:
     return root
 
 
+def failed_preview(p: Pulumi, stack: str) -> str:
+    """Init `stack` and preview it; the preview must fail: its output."""
+    p.run("stack", "init", stack)
+    proc = p.run("preview", check=False)
+    assert proc.returncode != 0
+    return proc.stdout + proc.stderr
+
+
 @pytest.fixture
 def project(tmp_path: Path, pulumi_in: PulumiFactory) -> Pulumi:
     p = pulumi_in(write_project(tmp_path / "proj"))
@@ -125,16 +133,58 @@ def test_program_error_reaches_the_user(project: Pulumi) -> None:
 
 def test_missing_provider_plugin_is_named(tmp_path: Path, pulumi_in: PulumiFactory) -> None:
     """The language host reports the providers the program's packages need (pulumi-plugin.json),
-    and with downloads disabled the engine names the one it cannot find."""
-    from tests.engine.conftest import provider_missing
-
-    if provider_missing("random") is None:
-        pytest.skip("pulumi-resource-random is built: this test covers its absence")
+    and with downloads disabled the engine names the one it cannot find (here: a PULUMI_HOME
+    without the plugins `make engine` installed)."""
     program = "import pulumi_random\npulumi_random.RandomPet('pet')\n"
     p = pulumi_in(write_project(tmp_path / "needs-random", program))
-    p.run("stack", "init", "t2")
-    proc = p.run("preview", check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    (p.home / "plugins").unlink(missing_ok=True)
+    out = failed_preview(p, "t2")
     assert "random" in out and "plugin" in out, out
     assert "Traceback" not in out, out
+
+
+def test_unimplemented_resource_type_is_named(tmp_path: Path, pulumi_in: PulumiFactory) -> None:
+    """Our random plugin implements RandomPassword only: anything else fails with its name."""
+    from tests.engine.conftest import require_providers
+
+    require_providers("random")
+    program = "import pulumi_random\npulumi_random.RandomPet('pet')\n"
+    p = pulumi_in(write_project(tmp_path / "pet", program))
+    out = failed_preview(p, "t3")
+    assert "random:index/randomPet:RandomPet is not implemented" in out, out
+
+
+def test_random_password_secret_and_unsupported_input(tmp_path: Path, pulumi_in: PulumiFactory) -> None:
+    """RandomPassword through the real engine: result is secret in state and outputs; an input
+    our plugin does not implement is refused by name."""
+    from tests.engine.conftest import require_providers
+
+    require_providers("random")
+    program = ("import pulumi, pulumi_random\n"
+               "pw = pulumi_random.RandomPassword('pw', length=24, special=False)\n"
+               "pulumi.export('pw', pw.result)\n")
+    p = pulumi_in(write_project(tmp_path / "pw", program))
+    p.run("stack", "init", "t4")
+    p.run("up", "--yes", "--skip-preview")
+    out = json.loads(p.run("stack", "output", "--json").stdout)
+    assert out["pw"] == "[secret]"
+    secret = json.loads(p.run("stack", "output", "--json", "--show-secrets").stdout)["pw"]
+    assert len(secret) == 24 and secret.isalnum()
+    assert secret not in p.run("stack", "export").stdout
+    p.run("up", "--yes", "--expect-no-changes")
+    p.run("destroy", "--yes")
+
+
+def test_unimplemented_libvirt_input_is_named(tmp_path: Path, pulumi_in: PulumiFactory) -> None:
+    """An input of the published schema that our libvirt plugin does not implement is refused by
+    name in preview (never silently ignored); the host is never dialled for that."""
+    from tests.engine.conftest import require_providers
+
+    require_providers("libvirt")
+    program = ("import pulumi, pulumi_libvirt as lv\n"
+               "p = lv.Provider('h', uri='qemu+unix:///system?socket=/nonexistent/libvirt-sock')\n"
+               "lv.Domain('d', name='d', description='x', opts=pulumi.ResourceOptions(provider=p))\n")
+    p = pulumi_in(write_project(tmp_path / "description", program))
+    out = failed_preview(p, "t5")
+    assert 'input "description" is not implemented by MAC\'s libvirt provider' in out, out
+    assert "cannot connect" not in out, out

@@ -4,24 +4,45 @@ to it, import, up. The program is a small provider-free one (see test_engine_bas
 host's resources are put into the state by `stack import`, which loads no plugin, exactly like a
 state left behind by a host that died.
 
-The full remediation (fence, prune, stack file rewrite, `up` of the MAC program on the local
-libvirtd, verify) needs the libvirt provider plugin: `test_remediation_against_real_cli_and_libvirt`
-is the placeholder that the watchdog work fills once `make engine` can build the providers.
+`test_host_failover_against_real_cli_and_libvirt` runs the whole remediation on the ci stack
+with our plugins and four local libvirtds: h1's libvirtd is stopped (its provider cannot
+connect), the watchdog plans the failover, prunes h1 from the state the real engine wrote,
+rewrites the stack file and runs `up`, which recreates h1's nodes on the spare.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from components.topology import Host
-from tests.engine.conftest import ENGINE, PASSPHRASE, PulumiFactory, provider_missing
+from components import naming
+from components.stack_file import load_topology, stack_path, write_topology
+from components.topology import Host, Topology
+from tests.engine import hypervisor
+from tests.engine.conftest import (
+    ENGINE,
+    PASSPHRASE,
+    PROGRAM_PROVIDERS,
+    PulumiFactory,
+    copy_project,
+    provider_missing,
+    require_providers,
+)
 from tests.engine.test_engine_basics import write_project
+from tests.engine.test_mac_program import point_hosts_at
+from watchdog.alert import Alerter
 from watchdog.deploy import Deployer
+from watchdog.detect import Failures
 from watchdog.errors import DeployFailed
-from watchdog.state import prune_hosts
+from watchdog.fence import FenceResult
+from watchdog.journal import Journal
+from watchdog.plan import Step, plan
+from watchdog.remediate import Remediator
+from watchdog.state import prune_hosts, urn_name
 
 pytestmark = pytest.mark.engine
 
@@ -98,11 +119,85 @@ def test_prune_dead_host_then_up_with_real_cli(deployer: Deployer) -> None:
     assert deployer.up() == "succeeded"
 
 
-def test_remediation_against_real_cli_and_libvirt() -> None:
-    """PLACEHOLDER for the watchdog work: a host of the ci stack 'dies' (its libvirt provider URI
-    is made unreachable), the watchdog fences it, prunes its provider from the state, moves its
-    nodes to the spare in stacks/Pulumi.ci.yaml and runs `up` through the Automation API against
-    the real CLI and the local libvirtd; then the moved domains exist on the spare's pool."""
-    why = provider_missing("libvirt", "command", "random")
-    pytest.skip("placeholder for the watchdog's end-to-end remediation against the real CLI; "
-                + (f"blocked: {why}" if why else "to be written by the watchdog work"))
+def test_host_failover_against_real_cli_and_libvirt(
+        tmp_path: Path, pulumi_in: PulumiFactory,
+        libvirt_hosts: dict[str, hypervisor.Host]) -> None:
+    require_providers(*PROGRAM_PROVIDERS)
+    project = copy_project(tmp_path / "mac", stacks=["ci"])
+    path = stack_path(project, "ci")
+    point_hosts_at(project, "ci", libvirt_hosts)
+    topo = load_topology(path)
+    hypervisor.tiny_qcow2(Path(topo.image.source))
+    p = pulumi_in(project)
+    p.run("stack", "init", "ci")
+    dead = libvirt_hosts["h1"]
+    env = {k: v for k, v in p.env.items() if k.startswith("PULUMI_")}
+    output: list[str] = []
+    deployer = Deployer(project, "ci", pulumi_root=ENGINE, env=env, lock_retries=0,
+                        on_output=output.append)
+    try:
+        assert deployer.up(message="engine test: first up") == "succeeded"
+        on_h1 = {n.name for n in topo.nodes_on("h1")}
+        assert on_h1 == {"db1", "web1"} and on_h1 <= dead.domains()
+
+        dead.stop()  # h1 dies: libvirtd, virtlogd and its guests are gone
+
+        # The pruning, on the state the real engine wrote: h1's provider and exactly what is
+        # bound to it, found by the names the program gave them (components.naming).
+        state = deployer.export_state()
+        result = prune_hosts(state["deployment"], [topo.hosts["h1"]])
+        expected = {naming.host_provider("h1"), naming.host_component("h1"), naming.host_pool("h1"),
+                    naming.host_base_image("h1")}
+        for node in on_h1:
+            expected |= {naming.vm_component(node), naming.vm_root_volume(node),
+                         naming.vm_cloud_init(node), naming.vm_domain(node)}
+        assert {urn_name(u) for u in result.removed} == expected
+
+        # Without pruning, an up that moves h1's nodes must delete them through h1's provider,
+        # which cannot connect: it fails and names the host's URI.
+        failover = plan(topo, Failures(hosts=("h1",)), manual=True)
+        assert {m.node for m in failover.moves} == on_h1
+        write_topology(path, failover.topology)
+        output.clear()
+        with pytest.raises(DeployFailed):
+            deployer.up(message="engine test: up without pruning")
+        streamed = "\n".join(output)
+        assert f"cannot connect to libvirt at {dead.uri}" in streamed, streamed[-3000:]
+        write_topology(path, topo)  # back to the stack file the watchdog finds
+
+        fenced: list[str] = []
+
+        def fencer(host: Host, timeout_s: float) -> FenceResult:
+            fenced.append(host.name)
+            dead.stop()  # "power off": already off
+            return FenceResult(host.name, skipped=False, returncode=0)
+
+        def verifier(t: Topology, nodes: Sequence[str], timeout_s: float) -> list[str]:
+            # The tiny image boots no OS: a node counts as up when its domain runs on its host.
+            return [n for n in nodes
+                    if libvirt_hosts[t.nodes[n].host].virsh("domstate", n, check=False)
+                    .stdout.strip() != "running"]
+
+        state_dir = tmp_path / "watchdog"
+        journal = Journal(state_dir)
+        remediator = Remediator(stack_file=path, state_dir=state_dir, backend=deployer,
+                                journal=journal, alerter=Alerter(None, "ci"), verifier=verifier,
+                                fencer=fencer, up_attempts=1)
+        outcome = remediator.execute(failover, trigger="engine test: h1 stopped")
+        assert outcome.ran == (Step.FENCE, Step.PRUNE_STATE, Step.WRITE_CONFIG, Step.UP, Step.VERIFY)
+        assert fenced == ["h1"]
+
+        rewritten = load_topology(path)
+        assert rewritten.failed_hosts == ("h1",) or "h1" in rewritten.failed_hosts
+        assert {rewritten.nodes[n].host for n in on_h1} == {"spare1"}
+        assert on_h1 <= libvirt_hosts["spare1"].domains()
+        after = json.dumps(deployer.export_state()["deployment"]["resources"])
+        assert "::h1-pool" not in after and "pulumi:providers:libvirt::h1" not in after
+        p.run("up", "--stack", "ci", "--yes", "--expect-no-changes")
+    finally:
+        p.run("destroy", "--stack", "ci", "--yes", "--skip-preview", check=False, timeout=900)
+        if not dead.running():
+            dead.start()
+        dead.wipe()
+    for host in libvirt_hosts.values():
+        assert not host.domains(), host.name

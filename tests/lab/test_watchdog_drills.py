@@ -14,21 +14,19 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from components.stack_file import load_topology, stack_path, write_topology
 from components.topology import Role
 from lab.cluster import Lab
+from lab.decisions import DryRun as WatchdogRun
 from lab.state import REPO
 from tests.watchdog import standin_pulumi
 
@@ -36,9 +34,6 @@ pytestmark = pytest.mark.lab
 
 STACK = "lab"
 WATCHDOG = [sys.executable, "-c", "from watchdog.cli import main; main()"]
-BASELINE_TIMEOUT_S = 15  # every target seen healthy by the watchdog before a drill breaks anything
-DECISION_TIMEOUT_S = 20  # generous: the lab stack's settings decide in ~2 s
-Event = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -69,75 +64,6 @@ def standin(tmp_path: Path) -> Path:
     root = tmp_path / "standin-pulumi"
     standin_pulumi.install(root)
     return root
-
-
-class WatchdogRun:
-    """`mac-watchdog run --dry-run --json-log` in the background; its log lines, parsed."""
-
-    def __init__(self, project: Path, state_dir: Path, pulumi_root: Path) -> None:
-        self.state_dir = state_dir
-        self.events: list[Event] = []
-        self.other: list[str] = []  # stderr lines that are not JSON (tracebacks, say)
-        self._lock = threading.Lock()
-        self.proc = subprocess.Popen(
-            [*WATCHDOG, "run", "--stack", STACK, "--dry-run", "--json-log", "--project-dir",
-             str(project), "--state-dir", str(state_dir), "--pulumi-root", str(pulumi_root)],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                with self._lock:
-                    self.other.append(line.rstrip())
-                continue
-            with self._lock:
-                self.events.append(entry)
-
-    def of(self, event: str) -> list[Event]:
-        with self._lock:
-            return [e for e in self.events if e.get("event") == event]
-
-    def wait(self, what: str, found: Callable[[], Event | None], timeout_s: float) -> Event:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            hit = found()
-            if hit is not None:
-                return hit
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no {what} within {timeout_s} s (watchdog exit {self.proc.poll()}); "
-                             f"events: {self.events[-15:]}; other output: {self.other[-15:]}")
-
-    def healthy(self, key: str) -> bool:
-        """The target's latest state change was to healthy."""
-        changes = [e for e in self.of("health") if e["target"] == key]
-        return bool(changes) and changes[-1]["state"] == "healthy"
-
-    def wait_all_healthy(self, lab: Lab) -> None:
-        keys = [f"host:{h}" for h in lab.topology.hosts] + [f"node:{n}" for n in lab.topology.nodes]
-        self.wait("every target healthy",
-                  lambda: {} if all(self.healthy(k) for k in keys) else None, BASELINE_TIMEOUT_S)
-
-    def decision(self, timeout_s: float = DECISION_TIMEOUT_S) -> Event:
-        return self.wait("decision", lambda: next(iter(self.of("decision")), None), timeout_s)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        return self.proc.returncode
 
 
 @contextlib.contextmanager

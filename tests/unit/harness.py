@@ -7,7 +7,9 @@ state in context variables; `reset_options` is how the SDK's own entry point sta
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import runpy
 import warnings
 from collections.abc import Iterator, Mapping
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from google.protobuf import json_format
 from pulumi.runtime import settings
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
@@ -37,6 +40,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 PROGRAM = PROJECT_DIR / "__main__.py"
 STACKS = ("dev", "prod")
 PASSWORD_TYPE = "random:index/randomPassword:RandomPassword"
+STACK_REFERENCE_TYPE = "pulumi:pulumi:StackReference"
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Registered:
     provider: str  # "<provider URN>::<provider id>", empty for the default provider
     deleted_with: str
     dependencies: list[str]
+    additional_secret_outputs: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)  # a component's register_outputs
 
     @property
     def provider_urn(self) -> str:
@@ -63,13 +69,18 @@ class Registered:
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Echo inputs as outputs; give RandomPassword a `result` like the real provider does."""
+    """Echo inputs as outputs; give RandomPassword a `result` like the real provider does, and a
+    StackReference the outputs of the stack's previous deploy (`previous_outputs`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, previous_outputs: Mapping[str, Any] | None = None) -> None:
         self.inputs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.previous_outputs = dict(previous_outputs or {})
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.inputs[(args.typ, args.name)] = dict(args.inputs)
+        if args.typ == STACK_REFERENCE_TYPE:
+            return args.inputs["name"], {"name": args.inputs["name"], "secret_output_names": [],
+                                         "outputs": self.previous_outputs}
         outputs = dict(args.inputs)
         if args.typ == PASSWORD_TYPE:
             outputs["result"] = f"generated-{args.name}-{int(args.inputs['length'])}"
@@ -100,8 +111,16 @@ class RecordingMonitor(MockMonitor):
                 provider=request.provider,
                 deleted_with=request.deletedWith,
                 dependencies=list(request.dependencies),
+                additional_secret_outputs=list(request.additionalSecretOutputs),
             ))
         return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:
+        outputs = json_format.MessageToDict(request.outputs)
+        for registered in self.registered:
+            if registered.urn == request.urn:
+                registered.outputs = outputs
+        return super().RegisterResourceOutputs(request)
 
 
 @dataclass
@@ -136,10 +155,12 @@ def evaluate(
     stack: str,
     config: Mapping[str, Any] | None = None,
     secrets: Mapping[str, str] | None = None,
+    previous_outputs: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Run `__main__.py` once for `stack` (config from its stack file unless given) under mocks.
 
-    `secrets` are extra config values set as secrets (e.g. {"sshPrivateKey": "..."}).
+    `secrets` are extra config values set as secrets (e.g. {"sshPrivateKey": "..."});
+    `previous_outputs` the stack outputs of its last deploy (none: a new stack).
     """
     values = dict(stack_config(stack) if config is None else config)
     values.update(secrets or {})
@@ -148,7 +169,7 @@ def evaluate(
     }
     settings.reset_options(project="mac", stack=stack, preview=False)
     pulumi.runtime.set_all_config(all_config, [f"{NAMESPACE}:{k}" for k in secrets or {}])
-    mocks = RecordingMocks()
+    mocks = RecordingMocks(previous_outputs)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="mac", stack=stack, preview=False, monitor=monitor)
     result: dict[str, Any] = {}
@@ -160,15 +181,34 @@ def evaluate(
         result["outputs"] = await pulumi.Output.from_input(dict(root.outputs)).future()
         result["secrets"] = await result["globals"]["config"].secrets.future()
 
+    failure: Exception | None = None
     try:
         _sync_await(run_pulumi_func(program))
+    except Exception as err:  # re-raised below, without the program's futures
+        failure = type(err)(str(err))
     finally:
         # Leave no monitor, root stack or config behind for whatever runs next.
         settings.reset_options()
         pulumi.runtime.set_all_config({}, [])
+    if failure is not None:
+        _collect_failed_futures(result)
+        raise failure
     return Evaluation(
         stack, list(monitor.registered), result["outputs"], result["secrets"], result["globals"]
     )
+
+
+def _collect_failed_futures(result: dict[str, Any]) -> None:
+    """Free a failed program's futures now: asyncio logs each unretrieved error from a
+    finalizer, and CPython 3.11 breaks when that happens inside a later compile()."""
+    result.clear()
+    asyncio_log = logging.getLogger("asyncio")
+    level = asyncio_log.level
+    asyncio_log.setLevel(logging.CRITICAL)
+    try:
+        gc.collect()
+    finally:
+        asyncio_log.setLevel(level)
 
 
 def walk_plain(value: Any, secret: bool = False) -> Iterator[tuple[Any, bool]]:

@@ -120,7 +120,7 @@ def test_each_lb_of_a_pair_gets_keepalived_and_binds_the_vip(pair: Topology) -> 
         assert f"{VIP}/24\n" in conf
         assert "vrrp_version 3" in conf and "advert_int 0.1\n" in conf
         assert "state BACKUP\n    nopreempt\n" in conf
-        assert f"http://{node.ip}:8404/stats;csv" in conf  # HAProxy itself, not its backends
+        assert f"http://{node.ip}:8404/node" in conf  # HAProxy itself, not its backends
         assert "net.ipv4.ip_nonlocal_bind = 1" in files[keepalived.SYSCTL_CONF]
         cfg = files[lb.HAPROXY_CFG]
         for port in (80, 8404, 3306):

@@ -281,7 +281,7 @@ def test_post_boot_commands(evaluation: Evaluation) -> None:
         domain = evaluation.one(DOMAIN, f"{node.name}-domain")
         assert cmd.deleted_with == domain.urn
         assert domain.urn in cmd.dependencies
-        assert cmd.inputs["create"] == step.command
+        assert cmd.inputs["create"] == step.command_for(first_deploy=True)  # a new stack
         assert not cmd.inputs.get("delete")  # deleting must never need a (maybe dead) VM
         assert cmd.inputs["triggers"] == [f"{node.name}-domain-id"]
         assert is_rpc_secret(cmd.inputs["connection"])

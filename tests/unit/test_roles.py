@@ -16,6 +16,8 @@ from ruamel.yaml import YAML
 from components.roles import Secrets, lb, mysql, post_boot_steps, user_data, web
 from components.roles.scripts.clustercheck import make_handler, read_position
 from components.roles.scripts.galera_start import (
+    EXIT_TIMEOUT,
+    ZERO_UUID,
     Action,
     GraState,
     Position,
@@ -25,6 +27,7 @@ from components.roles.scripts.galera_start import (
     parse_recovered,
     set_safe_to_bootstrap,
 )
+from components.roles.scripts.galera_start import main as galera_main
 from components.stack_file import load_topology
 from components.topology import HEALTH_ENDPOINTS, LB_HTTP_PORT, Role, Topology
 
@@ -206,7 +209,47 @@ UNCLEAN = GraState("7d0e1c6a-0000-0000-0000-000000000001", -1, False)
 ])
 def test_galera_start_decision(synced: bool, peer: bool, arb: bool, first: bool,
                                state: GraState | None, action: Action) -> None:
-    assert decide(synced, peer, arb, first, state).action is action
+    """On the stack's first deploy (the only time a fresh datadir may found the cluster)."""
+    assert decide(synced, peer, arb, first, state, first_deploy=True).action is action
+
+
+# After the first deploy a fresh datadir is a node rebuilt on a new disk: it joins a DB peer that
+# holds the data, or waits; never a new empty cluster, never garbd alone (it holds no data).
+@pytest.mark.parametrize(("synced", "peer", "arb", "first", "state", "action"), [
+    (False, True, False, True, FRESH, Action.JOIN),  # the survivor answers: SST from it
+    (False, True, True, False, FRESH, Action.JOIN),
+    (False, False, False, True, FRESH, Action.WAIT),  # db1 moved while db2 is down: no bootstrap
+    (False, False, True, True, FRESH, Action.WAIT),  # garbd alone holds no data: no join
+    (False, False, True, False, FRESH, Action.WAIT),
+    (False, False, False, False, FRESH, Action.WAIT),
+    (False, False, False, True, GraState(ZERO_UUID, -1, True), Action.WAIT),
+    (False, False, False, True, GraState("", -1, False), Action.WAIT),
+    (True, False, False, True, FRESH, Action.ALREADY_RUNNING),
+    # a datadir that holds data keeps its rules
+    (False, False, False, True, CLEAN, Action.BOOTSTRAP),
+    (False, False, True, True, CLEAN, Action.JOIN),
+    (False, False, False, True, UNCLEAN, Action.RECOVER),
+])
+def test_fresh_datadir_never_bootstraps_after_the_first_deploy(
+        synced: bool, peer: bool, arb: bool, first: bool, state: GraState | None,
+        action: Action) -> None:
+    decision = decide(synced, peer, arb, first, state)
+    assert decision.action is action
+    if action is Action.WAIT:
+        assert "never found a new cluster" in decision.reason
+
+
+def test_galera_start_script_takes_first_deploy_flag(tmp_path: Path) -> None:
+    """Without --first-deploy a lone fresh first node waits (and times out) instead of running
+    the bootstrap command; with it, it bootstraps."""
+    marker = tmp_path / "bootstrapped"
+    base = [
+        "--self", "127.0.0.1", "--peers", "", "--first", "--datadir", str(tmp_path),
+        "--check-port", "9", "--galera-port", "9", "--probe-rounds", "1", "--wait", "0",
+        "--position-file", str(tmp_path / "position"), "--bootstrap-cmd", f"touch {marker}"]
+    assert galera_main(base) == EXIT_TIMEOUT and not marker.exists()
+    galera_main([*base, "--first-deploy"])
+    assert marker.exists()
 
 
 U = "7d0e1c6a-0000-0000-0000-000000000001"
@@ -362,11 +405,16 @@ POSITIONS = st.lists(st.one_of(st.none(), st.builds(Position, st.sampled_from([U
 
 
 @given(synced=st.booleans(), peer=st.booleans(), arb=st.booleans(), first=st.booleans(),
-       state=GRASTATES, positions=st.one_of(st.none(), POSITIONS), me=st.integers(0, 3))
+       state=GRASTATES, positions=st.one_of(st.none(), POSITIONS), me=st.integers(0, 3),
+       first_deploy=st.booleans())
 def test_galera_start_never_bootstraps_beside_a_live_group(
         synced: bool, peer: bool, arb: bool, first: bool, state: GraState | None,
-        positions: list[Position | None] | None, me: int) -> None:
-    decision = decide(synced, peer, arb, first, state, positions, me)
+        positions: list[Position | None] | None, me: int, first_deploy: bool) -> None:
+    decision = decide(synced, peer, arb, first, state, positions, me, first_deploy=first_deploy)
+    if (state is None or state.fresh) and not first_deploy:
+        # no data here and the cluster exists: only a DB peer (which holds the data) may be joined
+        assert decision.action is (Action.ALREADY_RUNNING if synced else
+                                   Action.JOIN if peer else Action.WAIT)
     if synced or peer:
         assert decision.action is not Action.BOOTSTRAP
     unclean = state is not None and not state.fresh and not (first and state.safe_to_bootstrap)

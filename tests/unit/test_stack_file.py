@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from components.stack_file import load_topology, stack_names, stack_path, write_topology
+from components.stack_file import (
+    StackFileChanged,
+    file_hash,
+    load_topology,
+    stack_names,
+    stack_path,
+    write_topology,
+)
 from components.topology import TopologyError
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -85,3 +92,20 @@ def test_unchanged_topology_never_rewrites_any_shipped_stack(tmp_path: Path) -> 
         copy = tmp_path / f"Pulumi.{name}.yaml"
         shutil.copy(stack_path(PROJECT, name), copy)
         assert write_topology(copy, load_topology(copy)) is False, name
+
+
+def test_write_is_a_compare_and_swap_on_the_planned_hash(tmp_path: Path) -> None:
+    """A person's edit made after the plan (while the fence ran) is never overwritten."""
+    path = tmp_path / "Pulumi.dev.yaml"
+    shutil.copy(stack_path(PROJECT, "dev"), path)
+    planned_from = file_hash(path)
+    topology = load_topology(path)
+    new = topology.with_(failed_hosts=("kvm1",), spares=()).move_nodes(["db1", "web1"], "spare1")
+    edited = path.read_text().replace("cooldown: 300", "cooldown: 600  # a person's edit")
+    path.write_text(edited)
+    with pytest.raises(StackFileChanged, match="changed since the plan was made"):
+        write_topology(path, new, expected_hash=planned_from)
+    assert path.read_text() == edited
+    assert write_topology(path, new, expected_hash=file_hash(path))
+    assert load_topology(path).nodes["db1"].host == "spare1" and "a person's edit" in path.read_text()
+    assert file_hash(tmp_path / "missing.yaml") == ""

@@ -93,28 +93,40 @@ def test_status_table_json_and_exit_codes(project: Path, servers: Servers) -> No
     servers.down("127.0.2.21")  # web1
     result = invoke(project, "status", seams=seams)
     assert result.exit_code == 1
-    row = next(line for line in result.stdout.splitlines() if line.startswith("node  web1"))
+    row = next(line for line in result.stdout.splitlines() if line.startswith("│ web1 "))
     assert "down" in row and "connection refused" in row
 
 
-def test_failover_dry_run_changes_nothing(project: Path, standin: StandIn) -> None:
+def _serve_but_kvm1(project: Path, servers: Servers) -> Seams:
+    """Every node answers except those on kvm1 (db2, the other copy of the data, is healthy)."""
+    servers.serve(load_topology(stack_path(project, "test")))
+    for address in ("127.0.1.1", "127.0.2.11", "127.0.2.21"):
+        servers.down(address)
+    return Seams(transport=servers.transport())
+
+
+def test_failover_dry_run_changes_nothing(project: Path, standin: StandIn, servers: Servers) -> None:
     before = stack_path(project, "test").read_text()
-    result = invoke(project, "failover", "kvm1", "--dry-run", "--pulumi-root", str(standin.root))
+    result = invoke(project, "failover", "kvm1", "--dry-run", "--pulumi-root", str(standin.root),
+                    seams=_serve_but_kvm1(project, servers))
     assert result.exit_code == 0
     assert "fence kvm1: true" in result.stdout
     assert stack_path(project, "test").read_text() == before
     assert standin.argv() == []
 
 
-def test_failover_asks_and_can_be_declined(project: Path, standin: StandIn) -> None:
-    result = invoke(project, "failover", "kvm1", "--pulumi-root", str(standin.root), input="n\n")
+def test_failover_asks_and_can_be_declined(project: Path, standin: StandIn, servers: Servers) -> None:
+    result = invoke(project, "failover", "kvm1", "--pulumi-root", str(standin.root), input="n\n",
+                    seams=_serve_but_kvm1(project, servers))
     assert result.exit_code == 1
     assert "not confirmed" in result.stderr
     assert standin.argv() == []
 
 
-def test_failover_without_cli_is_one_clear_error(project: Path, tmp_path: Path) -> None:
-    result = invoke(project, "failover", "kvm1", "--yes", "--pulumi-root", str(tmp_path / "none"))
+def test_failover_without_cli_is_one_clear_error(project: Path, tmp_path: Path,
+                                                 servers: Servers) -> None:
+    result = invoke(project, "failover", "kvm1", "--yes", "--pulumi-root", str(tmp_path / "none"),
+                    seams=_serve_but_kvm1(project, servers))
     assert result.exit_code == 1
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "the Pulumi CLI was not found" in errors[0] and "install it" in errors[0]
@@ -125,12 +137,12 @@ def test_failover_without_cli_is_one_clear_error(project: Path, tmp_path: Path) 
 def test_standin_cli_failover_yes(project: Path, standin: StandIn, servers: Servers) -> None:
     """Stand-in, not a real deploy: the whole manual failover through the CLI."""
     standin.set_state(exported())
-    after = load_topology(stack_path(project, "test")).move_nodes(["db1", "web1"], "spare1")
-    servers.serve(after)
     path = stack_path(project, "test")
     path.write_text(path.read_text().replace("verifyTimeout: 3", "verifyTimeout: 0.01"))
-    result = invoke(project, "failover", "kvm1", "--yes", "--pulumi-root", str(standin.root))
-    # verify cannot reach the nodes on port 80 here: the pipeline ran, verification failed
+    seams = _serve_but_kvm1(project, servers)
+    result = invoke(project, "failover", "kvm1", "--yes", "--pulumi-root", str(standin.root),
+                    seams=seams)
+    # db1 and web1 do not answer on the spare here: the pipeline ran, verification failed
     assert result.exit_code == 1
     assert "db1, web1 not healthy within 0.01 s" in result.stderr
     assert [c[0] for c in standin.commands()].count("up") == 1
@@ -153,40 +165,71 @@ def test_run_once_dry_run_logs_and_changes_nothing(project: Path, servers: Serve
     assert standin.argv() == []
 
 
-def test_reclaim(project: Path, servers: Servers, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_standin_reclaim(project: Path, servers: Servers, standin: StandIn,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in pulumi, not a real deploy: the record of fenced hosts in the stack's state
+    drops the host (the program would refuse it otherwise), then the stack file lists it."""
+    from components.record import StackRecord, record_in_state, with_record_in_state
+
     path = stack_path(project, "test")
     topology = load_topology(path)
     failed = topology.move_nodes(["db1", "web1"], "spare1").with_(spares=(), failed_hosts=("kvm1",))
     from components.stack_file import write_topology
     write_topology(path, failed)
+    state = exported()
+    state["deployment"] = with_record_in_state(state["deployment"], StackRecord(True, ("kvm1",)))
+    standin.set_state(state)
     monkeypatch.setattr("watchdog.reclaim.shutil.which", lambda name: None)
     seams = Seams(transport=servers.transport())
-    result = invoke(project, "reclaim", "kvm1", seams=seams)
+    root = ["--pulumi-root", str(standin.root)]
+    result = invoke(project, "reclaim", "kvm1", *root, seams=seams)
     assert result.exit_code == 1 and "not reachable" in result.stderr
     servers.up("127.0.1.1")
-    result = invoke(project, "reclaim", "kvm1", seams=seams)
+    result = invoke(project, "reclaim", "kvm1", *root, seams=seams)
     assert result.exit_code == 1 and "virsh is not installed" in result.stderr and "--force" in result.stderr
-    result = invoke(project, "reclaim", "kvm1", "--force", seams=seams)
+    result = invoke(project, "reclaim", "kvm1", "--force", *root, seams=seams)
     assert result.exit_code == 0, result.output
     t = load_topology(path)
     assert (t.spares, t.failed_hosts) == (("kvm1",), ())
-    # Journaled like any remediation: planned, its one step, finished; history ignores it.
+    assert record_in_state(standin.state()["deployment"]) == StackRecord(True, ())
+    # Journaled like any remediation: planned, its steps, finished; history ignores it.
     journal = Journal(project / "state")
     events = [(e["event"], e.get("step"), e.get("status") or e.get("outcome")) for e in journal.entries()]
-    assert events == [("planned", None, None), ("step", "write_config", "started"),
+    assert events == [("planned", None, None), ("step", "prune_state", "started"),
+                      ("step", "prune_state", "done"), ("step", "write_config", "started"),
                       ("step", "write_config", "done"), ("finished", None, "ok")]
     assert journal.entries()[0]["plan"]["code"] == "host_reclaimed" and journal.pending() is None
 
 
-def test_reclaim_refuses_while_our_domains_remain(project: Path, servers: Servers,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_standin_reclaim_destroys_the_stale_domains_of_a_returned_host(
+        project: Path, servers: Servers, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that came back with its old VMs (`fence: none`): they are destroyed before it
+    becomes a spare; a domain that will not go away keeps it out."""
     path = stack_path(project, "test")
     from components.stack_file import write_topology
     write_topology(path, load_topology(path).move_nodes(["db1", "web1"], "spare1").with_(
         spares=(), failed_hosts=("kvm1",)))
-    monkeypatch.setattr("watchdog.reclaim.list_domains", lambda host: ["web1", "other-vm"])
+    standin.set_state(exported())
+    defined = ["web1", "db1", "other-vm"]
+    destroyed: list[str] = []
+
+    def destroy(host: object, name: str) -> None:
+        destroyed.append(name)
+        defined.remove(name)
+
+    monkeypatch.setattr("watchdog.reclaim.list_domains", lambda host: list(defined))
+    monkeypatch.setattr("watchdog.reclaim.destroy_domain", destroy)
     servers.up("127.0.1.1")
-    result = invoke(project, "reclaim", "kvm1", seams=Seams(transport=servers.transport()))
+    seams = Seams(transport=servers.transport())
+    result = invoke(project, "reclaim", "kvm1", "--pulumi-root", str(standin.root), seams=seams)
+    assert result.exit_code == 0, result.output
+    assert sorted(destroyed) == ["db1", "web1"] and defined == ["other-vm"]
+    assert load_topology(path).spares == ("kvm1",)
+
+    write_topology(path, load_topology(path).with_(spares=(), failed_hosts=("kvm1",)))
+    defined[:] = ["web1"]
+    monkeypatch.setattr("watchdog.reclaim.destroy_domain", lambda host, name: None)  # stays
+    result = invoke(project, "reclaim", "kvm1", "--pulumi-root", str(standin.root), seams=seams)
     assert result.exit_code == 1 and "still has our domains web1" in result.stderr
 
 
@@ -200,3 +243,36 @@ def test_usage_errors_are_one_line_too(argv: list[str], line: str,
         main(argv)
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_failover_refuses_a_fresh_db_node_while_its_peer_is_down(
+        project: Path, standin: StandIn, servers: Servers) -> None:
+    """Issue 11: db1's host dies while db2 is unhealthy: never rebuild db1 on a fresh disk."""
+    seams = _serve_but_kvm1(project, servers)
+    servers.mode("127.0.2.12", "503")  # db2 answers, not Synced
+    before = stack_path(project, "test").read_text()
+    result = invoke(project, "failover", "kvm1", "--yes", "--pulumi-root", str(standin.root),
+                    seams=seams)
+    assert result.exit_code == 1
+    # A refused failover prints its plan (the `reason:` line says why) and exits 1.
+    assert "DB data needs a person: db1 would be rebuilt on a fresh disk" in result.stdout
+    assert stack_path(project, "test").read_text() == before and standin.argv() == []
+
+
+def test_status_shows_a_fenced_host_that_answers_again(project: Path, servers: Servers) -> None:
+    """Issue 11: after a failover with `fence: none` the old host comes back; `status` must not
+    call the moved nodes simply "up" (the answer may come from its old VMs)."""
+    path = stack_path(project, "test")
+    from components.stack_file import write_topology
+    failed = load_topology(path).move_nodes(["db1", "web1"], "spare1").with_(
+        spares=(), failed_hosts=("kvm1",))
+    write_topology(path, failed)
+    servers.serve(failed)
+    seams = Seams(transport=servers.transport())
+    result = invoke(project, "status", "--json", seams=seams)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["failedHostsAnswering"] == []
+    servers.up("127.0.1.1")  # kvm1 answers again
+    result = invoke(project, "status", seams=seams)
+    assert result.exit_code == 1
+    assert "WARNING: kvm1 is in mac:failedHosts but answers again" in result.stdout

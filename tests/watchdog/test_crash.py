@@ -34,7 +34,10 @@ def test_standin_cli_crash_after_config_written_resumes_at_up(
     common = ["--stack", "test", "--project-dir", str(project), "--state-dir", str(state_dir),
               "--pulumi-root", str(standin.root)]
 
-    first = cli("failover", "kvm1", "--yes", *common, kill=("write_config", "done"))
+    servers.serve(topology)  # db2, the other copy of the data, answers: db1 may move
+    for address in ("127.0.1.1", "127.0.2.11", "127.0.2.21"):
+        servers.down(address)
+    first = cli("failover", "kvm1", "--yes", *common, port=servers.port, kill=("write_config", "done"))
     assert first.returncode == -signal.SIGKILL, first.stderr
     pending = Journal(state_dir).pending()
     assert pending is not None and pending.next_step is not None and pending.next_step.value == "up"

@@ -155,3 +155,26 @@ def test_http1_framing(payload: bytes, expected: int | str) -> None:
         finally:
             server.close()
     assert asyncio.run(go()) == expected
+
+
+def test_a_torn_journal_tail_is_repaired_by_the_next_entry(tmp_path: Path, topology: Topology) -> None:
+    """Issue 11: a crash mid-write leaves half a line; the next entry must not glue onto it (the
+    watchdog then refused to start and lost the open remediation)."""
+    j = Journal(tmp_path)
+    p = plan(topology, Failures(hosts=("kvm1",)))
+    rid = j.begin(p, "test")
+    j.step(rid, Step.FENCE, STARTED)
+    with open(j.path, "a") as f:
+        f.write('{"ts":1.0,"event":"step","id":"' + rid + '","step":"fe')  # torn by a crash
+    restarted = Journal(tmp_path)
+    restarted.step(rid, Step.FENCE, STARTED)  # the resumed watchdog's next entry
+    restarted.step(rid, Step.FENCE, DONE)
+    pending = restarted.pending()
+    assert pending is not None and pending.id == rid and pending.next_step is Step.PRUNE_STATE
+    assert all(line.startswith("{") and line.endswith("}") for line in j.path.read_text().splitlines())
+    # a file that is one torn line and nothing else
+    lone = Journal(tmp_path / "lone")
+    lone.state_dir.mkdir()
+    lone.path.write_text('{"ts":1.0,"ev')
+    lone.append({"event": "note"})
+    assert [e["event"] for e in lone.entries()] == ["note"]

@@ -216,3 +216,35 @@ def test_property_flapping_node_gets_at_most_one_remediation_per_cooldown(
     assert all(b - a >= cooldown for a, b in itertools.pairwise(starts))
     per_hour = t.watchdog.remediations_per_hour
     assert all(sum(1 for s in starts if x - 3600 < s <= x) <= per_hour for x in starts)
+
+
+# --- the DB data rule (issue 11): never a DB node on a fresh disk without a healthy peer -------
+
+
+@pytest.mark.parametrize(("failures", "healthy"), [
+    (Failures(hosts=("kvm1",), nodes=("db2",)), None),  # db1's host dies while db2 failed
+    (Failures(hosts=("kvm1", "kvm2")), None),  # both DB hosts die at once
+    (Failures(hosts=("kvm1",)), {"web2", "lb1"}),  # db2 is up but not healthy (not Synced)
+])
+def test_a_db_node_is_never_rebuilt_on_a_fresh_disk_without_a_healthy_peer(
+        topology: Topology, failures: Failures, healthy: set[str] | None) -> None:
+    t = topology.with_(spares=("spare1", "spare2"), hosts={
+        **topology.hosts, "spare2": Host("spare2", "qemu+ssh://root@127.0.1.22/system", "127.0.1.22",
+                                         "true")})
+    p = plan(t, failures, now=NOW, healthy=healthy)
+    assert (p.action, p.code) == (Action.REFUSE, Reason.DB_DATA_NEEDS_PERSON), p.reason
+    assert p.reason.startswith("DB data needs a person: db1 would be rebuilt on a fresh disk")
+    assert p.topology == t and not p.steps
+
+
+def test_a_db_node_moves_while_its_peer_is_healthy(topology: Topology) -> None:
+    p = plan(topology, Failures(hosts=("kvm1",)), now=NOW, healthy={"db2", "web2", "lb1"})
+    assert p.action is Action.FAILOVER and ("db1", "kvm1", "spare1") in moves(p)
+    # a DB node replaced in place keeps its disk: no peer needed
+    p = plan(topology, Failures(nodes=("db1", "db2")), now=NOW, healthy=set())
+    assert p.action is Action.REPLACE and set(p.replace) == {"db1", "db2"}
+
+
+def test_a_plan_records_the_stack_file_it_was_made_from(topology: Topology) -> None:
+    p = replace(plan(topology, Failures(hosts=("kvm1",)), now=NOW), source_hash="ab" * 32)
+    assert type(p).from_record(p.to_record()).source_hash == "ab" * 32

@@ -68,12 +68,47 @@ def test_keep_alive_survives_a_server_restart(servers: Servers) -> None:
     assert asyncio.run(go()) == [True, False, True]
 
 
-def test_host_probe_is_a_tcp_connect(servers: Servers) -> None:
-    servers.up("127.0.3.20")
-    up = Target(Kind.HOST, "h1", f"127.0.3.20:{servers.port}", "host")
-    down = Target(Kind.HOST, "h2", f"127.0.3.21:{servers.port}", "host")
-    a, b = probe([up, down])
-    assert a.ok and not b.ok and b.error == "connection refused"
+def _listener(address: str, greeting: bytes | None) -> tuple[socket.socket, int]:
+    """A TCP listener on `address` that sends `greeting` to each client (None: says nothing,
+    like a middlebox that accepts every connection)."""
+    sock = socket.socket()
+    sock.bind((address, 0))
+    sock.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            if greeting is not None:
+                conn.sendall(greeting)
+            threading.Timer(2.0, conn.close).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sock, sock.getsockname()[1]
+
+
+def test_host_probe_reads_the_ssh_banner(servers: Servers) -> None:
+    """Issue 11: an open port 22 alone is not a host; sshd's `SSH-2.0-` line is."""
+    sshd, sshd_port = _listener("127.0.3.20", b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+    silent, silent_port = _listener("127.0.3.22", None)
+    other, other_port = _listener("127.0.3.23", b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    try:
+        up = Target(Kind.HOST, "h1", f"127.0.3.20:{sshd_port}", "host")
+        down = Target(Kind.HOST, "h2", f"127.0.3.21:{sshd_port}", "host")
+        middlebox = Target(Kind.HOST, "h3", f"127.0.3.22:{silent_port}", "host")
+        not_ssh = Target(Kind.HOST, "h4", f"127.0.3.23:{other_port}", "host")
+        a, b, c, d = probe([up, down, middlebox, not_ssh])
+        assert a.ok and not b.ok and b.error == "connection refused"
+        assert not c.ok and c.error is not None and "timeout" in c.error
+        assert not d.ok and d.error is not None and "no SSH banner" in d.error
+    finally:
+        for sock in (sshd, silent, other):
+            sock.close()
+    servers.up("127.0.3.24")  # an HTTP server on the port: accepts, never says SSH
+    [r] = probe([Target(Kind.HOST, "h5", f"127.0.3.24:{servers.port}", "host")])
+    assert not r.ok
 
 
 def test_host_probe_times_out_on_a_silent_address() -> None:
@@ -120,9 +155,10 @@ def test_targets_cover_live_hosts_and_every_node(topology: Topology) -> None:
     assert hk("kvm3") not in keys
     assert {hk("kvm1"), hk("spare1"), nk("lb1"), nk("db1")} <= set(keys)
     urls = {t.name: t.address for t in targets(topology)}
-    assert urls["db1"] == "http://127.0.2.11:9200/"
-    assert urls["web1"] == "http://127.0.2.21:80/health.php"
-    assert urls["lb1"] == "http://127.0.2.10:8404/healthz"
+    # Each node's self-check (SELF_ENDPOINTS), not the strict check HAProxy routes on.
+    assert urls["db1"] == "http://127.0.2.11:9200/node"
+    assert urls["web1"] == "http://127.0.2.21:80/alive.php"
+    assert urls["lb1"] == "http://127.0.2.10:8404/node"
     assert urls["kvm1"] == "127.0.1.1:22"
 
 

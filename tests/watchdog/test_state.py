@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from components import naming
 from components.topology import Topology
 from tests.watchdog.state_fixture import P, deployment
 from watchdog.state import domain_urns, host_providers, prune, prune_hosts, urn_name
@@ -38,12 +39,12 @@ def test_prune_removes_the_provider_and_everything_bound_to_it(topology: Topolog
     assert [r["urn"] for r in result.deployment["resources"]] == order
 
 
-def test_provider_found_by_uri_or_by_name(topology: Topology) -> None:
+def test_provider_found_by_the_programs_name(topology: Topology) -> None:
     d = deployment()
-    assert names(host_providers(d, topology.hosts["kvm2"])) == {"kvm2"}
+    assert names(host_providers(d, topology.hosts["kvm2"])) == {naming.host_provider("kvm2")}
     for r in d["resources"]:
         if r["type"] == "pulumi:providers:libvirt":
-            r["inputs"] = r["outputs"] = {}
+            r["inputs"] = r["outputs"] = {"uri": "qemu:///system"}  # one URI for all: no clue
     assert names(host_providers(d, topology.hosts["kvm2"])) == {"kvm2"}
 
 

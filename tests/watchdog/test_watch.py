@@ -79,6 +79,7 @@ def test_isolation_acts_on_nothing_and_alerts(
     assert isinstance(ctx.events, Recorder)
     refusals = ctx.events.alerts("refused")
     assert len(refusals) == 1 and "suspecting the watchdog's own network" in refusals[0]["message"]
+    assert refusals[0]["reason"] == "isolation_suspected"  # alerted at once, with its code
     assert Journal(tmp_path / "state").entries() == []
 
 

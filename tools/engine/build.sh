@@ -8,10 +8,10 @@
 # Pieces and where they come from (versions pinned in tools/engine/go.mod / go.sum):
 #   pulumi                  github.com/pulumi/pulumi/pkg/v3/cmd/pulumi v3.274.1
 #   pulumi-language-python  ./cmd/pulumi-language-python (ours, on github.com/pulumi/pulumi/sdk/v3)
-#   pulumi-resource-libvirt, pulumi-resource-command, pulumi-resource-random: NOT buildable here,
-#     their modules are not served by the Go module proxy (see probe_missing below and
-#     tools/engine/README.md). The script records why in .engine/missing/<piece>.txt, which the
-#     engine tests read to skip with that reason.
+#   pulumi-resource-libvirt 0.5.4, pulumi-resource-command 1.2.1, pulumi-resource-random 4.21.4:
+#     ours, ../../providers/cmd/pulumi-resource-* (one Go module, same sdk/v3 pin), built into
+#     .engine/providers and installed into PULUMI_HOME with `pulumi plugin install --file` at the
+#     versions the Python SDKs ask for (upstream's modules are not served: tools/engine/README.md).
 #
 # Every compile runs under `nice -n 19` (shared 2-core machines). Figures per piece go to
 # .engine/report/<piece>.json: wall seconds, module cache growth, build cache growth, binary size.
@@ -22,9 +22,10 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 ENGINE="$ROOT/.engine"
 BIN="$ENGINE/bin"
 REPORT="$ENGINE/report"
-MISSING="$ENGINE/missing"
 STAMPS="$ENGINE/stamps"
-mkdir -p "$BIN" "$REPORT" "$MISSING" "$STAMPS" "$ENGINE/home" "$ENGINE/state"
+PROVIDERS_SRC="$ROOT/providers"
+PROVIDERS_BIN="$ENGINE/providers"  # not on PATH: the CLI loads them from PULUMI_HOME/plugins
+mkdir -p "$BIN" "$REPORT" "$STAMPS" "$ENGINE/home" "$ENGINE/state" "$PROVIDERS_BIN"
 
 # shellcheck source=tools/engine/env.sh
 . "$HERE/env.sh"
@@ -47,22 +48,26 @@ dir_bytes() { if [ -d "$1" ]; then du -sb "$1" 2>/dev/null | cut -f1; else echo 
 # A stamp is the hash of everything a piece's binary depends on: the Go toolchain, go.mod/go.sum,
 # our own sources and the build command. Same stamp + binary present = up to date.
 stamp_of() {
-  local piece="$1"; shift
+  local piece="$1" moddir="$2"; shift 2
   {
     go version
-    cat "$HERE/go.mod" "$HERE/go.sum"
+    cat "$moddir/go.mod" "$moddir/go.sum"
     printf '%s\n' "$@"
-    if [ -d "$HERE/cmd/$piece" ]; then
-      find "$HERE/cmd/$piece" -type f | LC_ALL=C sort | xargs sha256sum
+    if [ "$moddir" = "$PROVIDERS_SRC" ]; then
+      # the plugins share internal/ and schemas/: any source of the module counts
+      (cd "$moddir" && find . -type f \( -name '*.go' -o -name '*.json' \) ! -name '*_test.go' \
+        | LC_ALL=C sort | xargs sha256sum)
+    elif [ -d "$moddir/cmd/$piece" ]; then
+      find "$moddir/cmd/$piece" -type f | LC_ALL=C sort | xargs sha256sum
     fi
   } | sha256sum | cut -d' ' -f1
 }
 
-# build PIECE PACKAGE LDFLAGS
+# build PIECE PACKAGE LDFLAGS [MODULE_DIR OUT_DIR]
 build() {
-  local piece="$1" pkg="$2" ldflags="$3"
-  local out="$BIN/$piece" stamp
-  stamp="$(stamp_of "$piece" "$pkg" "$ldflags")"
+  local piece="$1" pkg="$2" ldflags="$3" moddir="${4:-$HERE}" outdir="${5:-$BIN}"
+  local out="$outdir/$piece" stamp
+  stamp="$(stamp_of "$piece" "$moddir" "$pkg" "$ldflags")"
   if [ -z "${MAC_ENGINE_FORCE:-}" ] && [ -x "$out" ] && [ "$(cat "$STAMPS/$piece" 2>/dev/null)" = "$stamp" ]; then
     log "$piece: up to date ($out)"
     return 0
@@ -70,7 +75,7 @@ build() {
   log "$piece: building $pkg (nice -n 19) ..."
   local mod0 cache0 t0 t1
   mod0="$(dir_bytes "$GOMODCACHE")"; cache0="$(dir_bytes "$GOCACHE")"; t0="$(date +%s)"
-  (cd "$HERE" && nice -n 19 go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg")
+  (cd "$moddir" && nice -n 19 go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg")
   mv -f "$out.tmp" "$out"
   t1="$(date +%s)"
   local mod1 cache1 size
@@ -82,33 +87,23 @@ build() {
   log "$piece: built in $((t1 - t0)) s, $((size / 1048576)) MiB; modules +$(((mod1 - mod0) / 1048576)) MiB"
 }
 
-# probe_missing PIECE MODULE@VERSION WHY: a piece whose source module cannot be had. Asks the
-# module proxy once (a few KB) so the record says what the registry answers today.
-probe_missing() {
-  local piece="$1" modver="$2" why="$3" answer
-  rm -f "$BIN/$piece"
-  # Ask the proxy itself (no fall-back to a direct VCS fetch, which cannot work here).
-  if answer="$(cd "$HERE" && GOPROXY="$(go env GOPROXY | sed 's/[,|]direct$//')" go mod download -json "$modver" 2>&1)"; then
-    answer="served now: $(printf '%s' "$answer" | tr -d '\n' | cut -c1-200) - the build can be added"
-  else
-    answer="$(printf '%s' "$answer" | grep -o '"Error": "[^"]*' | head -1 | cut -c11- | sed 's/\\n\\t/ /g' | cut -c1-300)"
-  fi
-  printf '%s is not built: %s\nregistry answer for %s: %s\n' "$piece" "$why" "$modver" "$answer" \
-    > "$MISSING/$piece.txt"
-  log "$piece: NOT BUILT - $why ($modver: $answer)"
-}
-
 build pulumi github.com/pulumi/pulumi/pkg/v3/cmd/pulumi \
   "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION"
 build pulumi-language-python ./cmd/pulumi-language-python \
   "-s -w -X main.Version=${PULUMI_VERSION#v}-mac"
 
-probe_missing pulumi-resource-libvirt github.com/pulumi/pulumi-libvirt/provider@v0.5.4 \
-  "neither github.com/pulumi/pulumi-libvirt/provider nor the Terraform provider it bridges (github.com/dmacvicar/terraform-provider-libvirt v0.8.1) is served by the Go module proxy"
-probe_missing pulumi-resource-command github.com/pulumi/pulumi-command/provider@v1.2.1 \
-  "github.com/pulumi/pulumi-command/provider (and github.com/pulumi/pulumi-go-provider it builds on) is not served by the Go module proxy"
-probe_missing pulumi-resource-random github.com/pulumi/pulumi-random/provider/v4@v4.21.4 \
-  "github.com/pulumi/pulumi-random/provider/v4 is not served by the Go module proxy"
+# Our provider plugins, at the versions the Python SDKs announce in their pulumi-plugin.json.
+for plugin in libvirt:0.5.4 command:1.2.1 random:4.21.4; do
+  name="${plugin%%:*}" version="${plugin#*:}"
+  rm -f "$BIN/pulumi-resource-$name"  # not on PATH: the CLI would warn and prefer it
+  build "pulumi-resource-$name" "./cmd/pulumi-resource-$name" "-s -w" "$PROVIDERS_SRC" "$PROVIDERS_BIN"
+  installed="$PULUMI_HOME/plugins/resource-$name-v$version/pulumi-resource-$name"
+  if ! cmp -s "$PROVIDERS_BIN/pulumi-resource-$name" "$installed"; then
+    "$BIN/pulumi" plugin install resource "$name" "$version" --reinstall \
+      --file "$PROVIDERS_BIN/pulumi-resource-$name" >/dev/null
+    log "pulumi-resource-$name: installed as resource plugin $name v$version in $PULUMI_HOME"
+  fi
+done
 
 # Local file backend and CLI settings inside .engine (env.sh exported PULUMI_HOME/BACKEND_URL).
 "$BIN/pulumi" login --non-interactive "$PULUMI_BACKEND_URL" >/dev/null

@@ -1,6 +1,7 @@
 # Source me: `. tools/engine/env.sh` puts the engine that `make engine` built first on PATH and
 # keeps all Pulumi state of this checkout inside .engine/ (git-ignored):
-#   .engine/bin    pulumi, pulumi-language-python (and providers once they can be built)
+#   .engine/bin    pulumi, pulumi-language-python (our provider plugins are installed in
+#                  .engine/home/plugins by `make engine`)
 #   .engine/home   PULUMI_HOME (plugins, credentials, workspace settings)
 #   .engine/state  the local file backend (PULUMI_BACKEND_URL=file://...)
 # Works from bash and zsh, from any directory.

@@ -5,8 +5,12 @@ Installed on every mysql node as /usr/local/sbin/mac-galera-start; the post-boot
 so does the lab. Idempotent: a node already Synced is left alone. Rules (`decide`):
 - a DB peer answers (Synced, or its Galera port open) -> join, never bootstrap: a replaced first
   node joins the survivor;
-- fresh datadir, or first DB node with `safe_to_bootstrap: 1` (the state Galera itself calls safe):
-  the arbitrator's Galera port open -> join; else the first DB node bootstraps, the others wait;
+- fresh datadir after the stack's first deploy (no `--first-deploy`) -> wait for a DB peer, never
+  bootstrap and never join the arbitrator alone: the cluster's data lives on a DB node that does
+  not answer, and a new empty cluster would later wipe it by SST (a person restores it);
+- fresh datadir on the stack's first deploy (`--first-deploy`, only the first post-boot step passes
+  it), or first DB node with `safe_to_bootstrap: 1` (the state Galera itself calls safe): the
+  arbitrator's Galera port open -> join; else the first DB node bootstraps, the others wait;
 - any other state (an unclean stop: a full outage) -> compare positions, no person needed: recover
   this node's position (`mariadbd --wsrep-recover` via galera_recovery), publish it in a file the
   clustercheck service serves read-only at /position, and read every other DB node's. Bootstrap
@@ -41,6 +45,9 @@ ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 EXIT_REFUSED = 3
 EXIT_TIMEOUT = 4
 POSITION_PATH = "/position"  # served read-only by the clustercheck service
+FOUNDED_FRESH_WAIT = ("fresh datadir after the stack's first deploy: the data lives on the other "
+                      "DB node, which does not answer; wait for it, never found a new cluster "
+                      "(DB data needs a person if no DB node holds it any more)")
 
 
 class Action(enum.Enum):
@@ -127,23 +134,28 @@ def parse_position(text: str) -> Position | None:
 
 def decide(local_synced: bool, peer_alive: bool, arbitrator_alive: bool, is_first: bool,
            grastate: GraState | None, positions: Sequence[Position | None] | None = None,
-           self_index: int = 0) -> Decision:
+           self_index: int = 0, *, first_deploy: bool = False) -> Decision:
     """What to do, as a pure function of what the node sees (tested exhaustively).
 
     `positions`: every DB node's recovered position in topology order (None: not known), this
     node's at `self_index`; None as a whole while this node has not recovered its own yet.
+    `first_deploy`: the stack's DB cluster was never founded, so a fresh datadir may found it.
     """
     if local_synced:
         return Decision(Action.ALREADY_RUNNING, "this node is already Synced in a Primary component")
     if peer_alive:
         return Decision(Action.JOIN, "a DB peer answers: join it")
-    if grastate is None or grastate.fresh or (is_first and grastate.safe_to_bootstrap):
+    fresh = grastate is None or grastate.fresh
+    if fresh and not first_deploy:
+        return Decision(Action.WAIT, FOUNDED_FRESH_WAIT)
+    if fresh or (grastate is not None and is_first and grastate.safe_to_bootstrap):
         if arbitrator_alive:
             return Decision(Action.JOIN, "the arbitrator answers: join the group")
         if not is_first:
             return Decision(Action.WAIT, "no group member answers and this is not the first DB node")
-        if grastate is None or grastate.fresh:
-            return Decision(Action.BOOTSTRAP, "first DB node, fresh datadir, nobody else answers")
+        if fresh:
+            return Decision(Action.BOOTSTRAP, "first DB node, fresh datadir on the stack's first "
+                                              "deploy, nobody else answers")
         return Decision(Action.BOOTSTRAP, "first DB node left the cluster last (safe_to_bootstrap: 1)")
     # State from an unclean stop (or a later node that left last): compare positions.
     if positions is None:
@@ -257,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                         "default: this node first with --first, else last")
     p.add_argument("--arbitrators", default="", help="garbd IPs, comma separated")
     p.add_argument("--first", action="store_true", help="this is the first DB node")
+    p.add_argument("--first-deploy", action="store_true",
+                   help="the stack's first deploy: a fresh first DB node may found the cluster "
+                        "(without it a fresh datadir only ever joins a DB peer)")
     p.add_argument("--datadir", default="/var/lib/mysql")
     p.add_argument("--check-port", type=int, default=9200)
     p.add_argument("--check-path", default="/")
@@ -314,7 +329,8 @@ def _run(args: argparse.Namespace, peers: list[str], arbitrators: list[str], db_
             time.sleep(1.0)
     own: Position | None = None
     known: list[Position | None] | None = None
-    decision = decide(synced(), peer(), arbitrator(), args.first, read_grastate(args.datadir))
+    decision = decide(synced(), peer(), arbitrator(), args.first, read_grastate(args.datadir),
+                      first_deploy=args.first_deploy)
     last_reason = ""
     while decision.action in (Action.WAIT, Action.RECOVER) and time.monotonic() < deadline:
         if decision.action is Action.RECOVER:
@@ -332,7 +348,7 @@ def _run(args: argparse.Namespace, peers: list[str], arbitrators: list[str], db_
         if known is not None:
             known = positions(own)
         decision = decide(synced(), peer(), arbitrator(), args.first, read_grastate(args.datadir),
-                          known, self_index)
+                          known, self_index, first_deploy=args.first_deploy)
     print(f"mac-galera-start: {decision.action.value}: {decision.reason}", flush=True)
     if decision.action is Action.REFUSE:
         return EXIT_REFUSED

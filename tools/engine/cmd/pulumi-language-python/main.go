@@ -7,7 +7,8 @@
 // programs with the project's virtualenv through the SDK's own toolchain package. It covers what
 // `pulumi preview/up/destroy/refresh` and the Automation API need for a pip + virtualenv project
 // (runtime options `toolchain: pip`, `virtualenv: DIR`): plugin discovery from the installed
-// provider packages' pulumi-plugin.json, and running the program. It does not implement code
+// provider packages' pulumi-plugin.json, running the program, and running a Python policy pack
+// (`pulumi preview --policy-pack DIR`: RunPlugin with kind analyzer). It does not implement code
 // generation, templates, `pulumi new` or `pulumi install` (those answer Unimplemented).
 package main
 
@@ -23,10 +24,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc"
 	pbempty "google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/pulumi/pulumi/sdk/v3/go/common/apitype"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"github.com/pulumi/pulumi/sdk/v3/python/toolchain"
@@ -120,6 +123,19 @@ func resolve(info *pulumirpc.ProgramInfo) (toolchain.Toolchain, error) {
 		Root:       root,
 		ProgramDir: info.GetProgramDirectory(),
 	})
+}
+
+// entryPoint is the program (or policy pack) to run: the entry point, relative to the program
+// directory, "." (the directory's __main__.py) when unset.
+func entryPoint(info *pulumirpc.ProgramInfo) string {
+	program := info.GetEntryPoint()
+	if program == "" {
+		program = "."
+	}
+	if !filepath.IsAbs(program) {
+		program = filepath.Join(info.GetProgramDirectory(), program)
+	}
+	return program
 }
 
 // pluginJSON is the pulumi-plugin.json that provider SDK packages (pulumi_libvirt, ...) ship.
@@ -218,13 +234,7 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	if err != nil {
 		return nil, err
 	}
-	program := info.GetEntryPoint()
-	if program == "" {
-		program = "."
-	}
-	if !filepath.IsAbs(program) {
-		program = filepath.Join(info.GetProgramDirectory(), program)
-	}
+	program := entryPoint(info)
 	cfg := req.GetConfig()
 	if cfg == nil {
 		cfg = map[string]string{}
@@ -313,4 +323,88 @@ func (h *host) GetProgramDependencies(ctx context.Context, req *pulumirpc.GetPro
 func (h *host) RuntimeOptionsPrompts(context.Context, *pulumirpc.RuntimeOptionsRequest,
 ) (*pulumirpc.RuntimeOptionsResponse, error) {
 	return &pulumirpc.RuntimeOptionsResponse{}, nil
+}
+
+// RunPlugin runs a plugin written in Python; the engine uses it for policy packs
+// (PulumiPolicy.yaml with `runtime: python`). Like the upstream host, it runs the pack's directory
+// (`python -u DIR ARGS...`, i.e. DIR/__main__.py with DIR on sys.path) with the pack's virtualenv
+// (runtime option `virtualenv`, relative to the pack), and streams its stdout (the engine reads the
+// analyzer's gRPC port from the first line), its stderr and finally its exit code.
+func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest, server pulumirpc.LanguageRuntime_RunPluginServer) error {
+	if kind := req.GetKind(); kind != "" && kind != string(apitype.AnalyzerPlugin) {
+		return fmt.Errorf("MAC's language host runs Python policy packs only, not %s plugins", kind)
+	}
+	info := req.GetInfo()
+	if info == nil {
+		dir := req.GetProgram() //nolint:staticcheck // older engines send only the deprecated field
+		info = &pulumirpc.ProgramInfo{RootDirectory: dir, ProgramDirectory: dir, EntryPoint: "."}
+	}
+	tc, err := resolve(info)
+	if err != nil {
+		return err
+	}
+	program := entryPoint(info)
+	ctx := server.Context()
+	cmd, err := tc.Command(ctx, append([]string{"-u", program}, req.GetArgs()...)...)
+	if err != nil {
+		return err
+	}
+	cmd.Dir = req.GetPwd()
+	env := cmd.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	// The engine's environment for the plugin first, then the virtualenv's activation on top.
+	cmd.Env = append(append([]string{}, req.GetEnv()...), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting policy pack %s: %w", program, err)
+	}
+	var mu sync.Mutex // server.Send is not safe for concurrent use
+	send := func(r *pulumirpc.RunPluginResponse) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return server.Send(r)
+	}
+	var wg sync.WaitGroup
+	pump := func(r interface{ Read([]byte) (int, error) }, wrap func([]byte) *pulumirpc.RunPluginResponse) {
+		defer wg.Done()
+		buf := make([]byte, 32*1024)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				chunk := append([]byte(nil), buf[:n]...)
+				if send(wrap(chunk)) != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go pump(stdout, func(b []byte) *pulumirpc.RunPluginResponse {
+		return &pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stdout{Stdout: b}}
+	})
+	go pump(stderr, func(b []byte) *pulumirpc.RunPluginResponse {
+		return &pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stderr{Stderr: b}}
+	})
+	wg.Wait() // both pipes closed: the process has exited (or closed them)
+	code := 0
+	if err := cmd.Wait(); err != nil {
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) {
+			return err
+		}
+		code = exitErr.ExitCode()
+	}
+	return send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(code)}})
 }

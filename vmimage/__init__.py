@@ -1,0 +1,1 @@
+"""Golden VM images per tier (`make images`) and booting them under qemu for the VM tests."""
