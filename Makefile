@@ -9,7 +9,7 @@ STACK   ?= lab
 setup: packages venv
 
 LAB_PACKAGES = apache2 libapache2-mod-php php-mysql mariadb-server galera-4 galera-arbitrator-4 \
-	haproxy iproute2 rsync socat curl openssh-server
+	haproxy keepalived iptables iproute2 rsync socat curl openssh-server
 # Operations checks: promtool + a Prometheus that scrapes the watchdog in a test (the packaged
 # service is not started: no systemd here), shellcheck for actionlint's `run:` checks, and
 # systemd-analyze (package systemd) for the watchdog's unit file.

@@ -16,7 +16,7 @@ from components import naming, roles
 from components.host import HypervisorHost, HypervisorHostArgs
 from components.record import StackRecord, next_record, placement_problems, record_output
 from components.roles import PostBootStep, Secrets
-from components.topology import LB_HTTP_PORT, Node, Role, Topology
+from components.topology import LB_HTTP_PORT, Node, Topology
 from components.vm import Vm, VmArgs, mac_address
 
 TYPE_TOKEN = "mac:index:MediumAvailabilityCluster"
@@ -35,10 +35,9 @@ class ClusterArgs:
 
 
 def lb_url(topology: Topology) -> str:
-    """The URL clients use: the first load balancer's HTTP port."""
-    lb = topology.nodes_of(Role.LB)[0]
+    """The URL clients use: the LB pair's VIP, else the one load balancer, on its HTTP port."""
     port = "" if LB_HTTP_PORT == 80 else f":{LB_HTTP_PORT}"
-    return f"http://{lb.ip}{port}/"
+    return f"http://{topology.front_ip}{port}/"
 
 
 def node_map(topology: Topology) -> dict[str, dict[str, str]]:

@@ -94,7 +94,7 @@ SIZE_NUMBERS: tuple[Number, ...] = (
     Number("memoryMiB", "memory_mib", True, 256, 4 * 1024 * 1024, "MiB"),
     Number("diskGiB", "disk_gib", True, 1, 65536, "GiB"),
 )
-NETWORK_FIELDS = ("bridge", "cidr", "gateway", "dns")
+NETWORK_FIELDS = ("bridge", "cidr", "gateway", "dns", "vip")
 IMAGE_FIELDS = ("source",)
 HOST_FIELDS = ("uri", "address", "fence", "poolPath", "domainType")
 NODE_FIELDS = ("role", "host", "ip")
@@ -125,11 +125,15 @@ def _numbers(numbers: Iterable[Number]) -> str:
 
 KEYS: tuple[Key, ...] = (
     Key("network", "object", required=True,
-        summary="The bridge on every host the VMs attach to, the VM subnet, its gateway and resolvers.",
-        allowed="`{bridge, cidr, gateway, dns: [IP...]}`: `bridge` " + rules.BRIDGE_RULE
+        summary="The bridge on every host the VMs attach to, the VM subnet, its gateway and resolvers; "
+        "with `vip`, the floating IP of a load-balancer pair (keepalived VRRP).",
+        allowed="`{bridge, cidr, gateway, dns: [IP...], vip}`: `bridge` " + rules.BRIDGE_RULE
         + "; `cidr` an IPv4 network (`192.168.50.0/24`); `gateway` an IP inside it; `dns` IPs. "
-        "Every node IP lies inside `cidr` and is not the gateway.",
-        description="VM network: {bridge, cidr, gateway, dns: [IP...]}. Every node IP lies inside cidr."),
+        "Every node IP lies inside `cidr` and is not the gateway. `vip` (optional): an IP inside "
+        "`cidr`, not the gateway nor a node's IP; set it with exactly 2 `lb` nodes, leave it out "
+        "with 1.",
+        description="VM network: {bridge, cidr, gateway, dns: [IP...], vip}. Every node IP lies "
+        "inside cidr. vip: the floating IP of a pair of lb nodes (optional)."),
     Key("image", "object", required=True,
         summary="The base image every root volume is cloned from.",
         allowed="`{source}`: an http(s):// URL or an absolute path, read on the machine that runs "
@@ -167,7 +171,8 @@ KEYS: tuple[Key, ...] = (
     Key("nodes", "map", required=True,
         summary="The VMs, by name. A node keeps its name and IP when it moves.",
         allowed="`NAME -> {role, host, ip}`. NAME: " + rules.NAME_RULE + ". `role` `mysql` "
-        "(exactly 2), `web` (at least 2) or `lb` (at least 1); `host` a name in `mac:hosts`; `ip` "
+        "(exactly 2), `web` (at least 2) or `lb` (at least 1; exactly 2 with `mac:network.vip`, on "
+        "distinct hosts; garbd runs on the first by name); `host` a name in `mac:hosts`; `ip` "
         "inside `mac:network.cidr`, unique. Nodes of one role sit on distinct hosts.",
         description="VMs: name -> {role: mysql|web|lb, host: a name in hosts, ip: static IP}. A node "
         "keeps name and IP when it moves."),

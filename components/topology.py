@@ -118,6 +118,7 @@ class Network:
     cidr: str
     gateway: str
     dns: tuple[str, ...] = ()
+    vip: str | None = None  # the floating IP of a load-balancer pair (keepalived VRRP)
 
     @property
     def prefix_len(self) -> int:
@@ -215,6 +216,19 @@ class Topology:
 
     def size_of(self, role: Role) -> Size:
         return self.sizes.get(role, DEFAULT_SIZES[role])
+
+    @property
+    def front_ip(self) -> str:
+        """Where clients and the app's DB writer path reach the LB: the VIP of a pair, else the
+        one LB's own IP."""
+        return self.network.vip or self.nodes_of(Role.LB)[0].ip
+
+    @property
+    def arbitrator(self) -> Node:
+        """The LB that runs garbd: the first by name. Exactly one, with one LB or a pair: two
+        arbitrators and two data nodes make four Galera votes, and a 2/2 split (one host with a
+        DB node and an LB each side) would leave neither side a majority."""
+        return self.nodes_of(Role.LB)[0]
 
     def health_url(self, node: Node) -> str:
         endpoint = HEALTH_ENDPOINTS[node.role]
@@ -393,6 +407,10 @@ def _parse_network(c: _Collector, value: Any) -> Network | None:
     cidr = c.string(f"{path}.cidr", raw.get("cidr"))
     gateway = c.string(f"{path}.gateway", raw.get("gateway"))
     dns = _ips(c, f"{path}.dns", raw.get("dns"))
+    vip = c.string(f"{path}.vip", raw.get("vip"), required=False)
+    if vip is not None and not rules.is_ip(vip):
+        c.add(f"{path}.vip", vip, "must be an IP address")
+        vip = None
     if cidr is not None:
         try:
             net = ipaddress.ip_network(cidr, strict=True)
@@ -408,7 +426,7 @@ def _parse_network(c: _Collector, value: Any) -> Network | None:
         gateway = None
     if bridge is None or cidr is None or gateway is None or dns is None:
         return None
-    return Network(bridge=bridge, cidr=cidr, gateway=gateway, dns=dns)
+    return Network(bridge=bridge, cidr=cidr, gateway=gateway, dns=dns, vip=vip)
 
 
 def _ips(c: _Collector, path: str, value: Any) -> tuple[str, ...] | None:
@@ -582,6 +600,7 @@ def validate(t: Topology) -> list[Problem]:
             add(Problem(f"{path}.ip", node.ip, f"is also the IP of {ips[ip]}; IPs must be unique"))
         ips.setdefault(ip, name)
 
+    problems.extend(_vip_problems(t, network, gateway, ips))
     for role in Role:
         count = len(t.nodes_of(role))
         if count < MIN_NODES[role]:
@@ -590,6 +609,33 @@ def validate(t: Topology) -> list[Problem]:
         if role in MAX_NODES and count > MAX_NODES[role]:
             add(Problem(_key("nodes"), f"{count} {role.value}",
                         f"the cluster takes exactly {MAX_NODES[role]} {role.value} nodes"))
+    return problems
+
+
+def _vip_problems(t: Topology, network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                  gateway: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                  node_ips: Mapping[ipaddress.IPv4Address | ipaddress.IPv6Address, str]) -> list[Problem]:
+    """A VIP lies inside the network, belongs to nobody else, and comes with exactly two LBs."""
+    path = _key("network.vip")
+    lbs = len(t.nodes_of(Role.LB))
+    if t.network.vip is None:
+        return []
+    problems = []
+    vip = ipaddress.ip_address(t.network.vip)
+    if vip not in network:
+        problems.append(Problem(path, t.network.vip, f"is outside mac:network.cidr {t.network.cidr}"))
+    elif vip in (network.network_address, network.broadcast_address):
+        problems.append(Problem(path, t.network.vip, "is the network or broadcast address"))
+    if vip == gateway:
+        problems.append(Problem(path, t.network.vip, "is the gateway's address; pick a free one"))
+    if vip in node_ips:
+        problems.append(Problem(path, t.network.vip,
+                                f"is also the IP of {node_ips[vip]}; the VIP floats between the "
+                                "two LBs and must belong to no node"))
+    if lbs != 2:
+        problems.append(Problem(path, t.network.vip,
+                                f"needs exactly 2 lb nodes (a pair that hands it over), not {lbs}; "
+                                "drop the vip for a single LB"))
     return problems
 
 
@@ -628,6 +674,8 @@ def to_config(t: Topology) -> dict[str, Any]:
     }
     if t.network.dns:
         raw["network"]["dns"] = list(t.network.dns)
+    if t.network.vip:
+        raw["network"]["vip"] = t.network.vip
     sizes = {role.value: {"vcpu": s.vcpu, "memoryMiB": s.memory_mib, "diskGiB": s.disk_gib}
              for role, s in t.sizes.items() if s != DEFAULT_SIZES[role]}
     if sizes:

@@ -19,7 +19,7 @@ import httpx
 
 from components.roles import Secrets, mysql
 from components.stack_file import load_topology, stack_path
-from components.topology import LB_HTTP_PORT, Node, Role, Topology
+from components.topology import HEALTH_ENDPOINTS, LB_HTTP_PORT, Node, Role, Topology
 from lab import daemons, netns
 from lab.daemons import NodeDirs
 from lab.lock import LabLock
@@ -103,7 +103,26 @@ class Lab:
 
     @property
     def url(self) -> str:
-        return f"http://{self.lb.ip}:{LB_HTTP_PORT}"
+        """Where clients go: the LB pair's VIP, else the one LB."""
+        return f"http://{self.topology.front_ip}:{LB_HTTP_PORT}"
+
+    def vip_holders(self) -> list[str]:
+        """The LBs that carry the VIP now (one, or two in a split brain; [] without a VIP). A dead
+        host's LB keeps it on its downed link (its namespace lives on)."""
+        vip = self.topology.network.vip
+        if vip is None:
+            return []
+        return [n.name for n in self.topology.nodes_of(Role.LB)
+                if f" {vip}/" in netns.ip("-n", ns_of(n.name), "-o", "-4", "addr", "show", "up",
+                                          check=False).stdout]
+
+    def wait_vip(self, name: str, timeout_s: float = 10, alone: bool = True) -> float:
+        """Wait until `name` holds the VIP (`alone`: and no other LB); the seconds it took.
+        A dead host's namespace keeps the address on its downed link: `alone=False` then."""
+        def held() -> bool:
+            holders = self.vip_holders()
+            return holders == [name] if alone else name in holders
+        return wait_for(f"{name} to hold the VIP", held, timeout_s, 0.01)
 
     # ---- bring up ----------------------------------------------------------------------------
 
@@ -134,7 +153,11 @@ class Lab:
         daemons.sql(ns_of(first.name), self.dirs(first.name), "",
                     stdin=mysql.app_schema_sql(self.secrets.db_app_password,
                                                self.secrets.db_root_password))
-        for node in [*self.topology.nodes_of(Role.LB), *self.topology.nodes_of(Role.WEB)]:
+        for node in self.topology.nodes_of(Role.LB):
+            self.start_node(node.name)
+            if self.topology.network.vip is not None and node == self.topology.arbitrator:
+                self.wait_vip(node.name)  # the preferred master first: who is master is known
+        for node in self.topology.nodes_of(Role.WEB):
             self.start_node(node.name)
         self.wait_healthy(timeout_s)
         return time.monotonic() - start
@@ -165,8 +188,15 @@ class Lab:
         elif node.role is Role.WEB:
             daemons.start_web(self.state, ns, node, self.topology, dirs, self.secrets.db_app_password)
         else:
-            daemons.start_garbd(self.state, ns, node, self.topology, dirs)
+            if node == self.topology.arbitrator:  # garbd on one LB only (odd number of votes)
+                daemons.start_garbd(self.state, ns, node, self.topology, dirs)
             daemons.start_haproxy(self.state, ns, node, self.topology, dirs)
+            if self.topology.network.vip is not None:
+                daemons.start_keepalived(self.state, ns, node, self.topology, dirs)
+
+    def restart_haproxy(self, name: str) -> None:
+        """HAProxy alone started again on an LB (as systemd restarts it), nothing else touched."""
+        daemons.start_haproxy(self.state, ns_of(name), self.node(name), self.topology, self.dirs(name))
 
     def power_on_db_nodes(self, names: list[str], timeout_s: float = 120) -> None:
         """Start several DB nodes at once, as a site power-on: every clustercheck first (a VM
@@ -181,11 +211,13 @@ class Lab:
             daemons.wait_galera(proc, self.node(name), self.dirs(name), timeout_s)
 
     def wait_healthy(self, timeout_s: float = 60) -> float:
-        """Until the cluster is whole: every node's health endpoint answers 200, and every self
-        check answers with nothing degraded and every peer it sees up (HAProxy takes a node back
-        only after two good checks, so a revived node is healthy before its LB says so)."""
-        return wait_for("every node healthy and every self check whole",
-                        lambda: all(s.status == 200 for s in self.status()) and self._whole(),
+        """Until the cluster is whole: every node's health endpoint answers 200, every self check
+        (both LBs' with a pair) answers with nothing degraded and every peer it sees up (HAProxy
+        takes a node back only after two good checks, so a revived node is healthy before its LB
+        says so), and with a pair the VIP reaches an HAProxy that serves the app."""
+        return wait_for("every node healthy, every self check whole (and the VIP answering)",
+                        lambda: all(s.status == 200 for s in self.status()) and self._whole()
+                        and (self.topology.network.vip is None or self.vip_status() == 200),
                         timeout_s, 0.2)
 
     def _whole(self) -> bool:
@@ -199,6 +231,14 @@ class Lab:
             if answer.status_code != 200 or body.get("degraded") or not all(sees.values()):
                 return False
         return True
+
+    def vip_status(self) -> int | None:
+        """The LB monitor's answer at the VIP (None: no VIP, or no answer)."""
+        vip = self.topology.network.vip
+        if vip is None:
+            return None
+        monitor = HEALTH_ENDPOINTS[Role.LB]
+        return http_status(f"http://{vip}:{monitor.port}{monitor.path}", 1.0)
 
     def wait_node_healthy(self, name: str, timeout_s: float = 60) -> float:
         url = self.topology.health_url(self.node(name))

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.roles import lb, mysql, web
+from components.roles import keepalived, lb, mysql, web
 from components.roles.common import script_path
 from components.topology import Node, Role, Topology
 from lab.netns import LabError, run
@@ -57,11 +57,13 @@ CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def spawn(state: LabState, ns: str, node: str, what: str, argv: list[str], dirs: NodeDirs,
-          log_name: str) -> Proc:
-    """Run `argv` inside `ns` in its own session (so its process group can be killed whole)."""
+          log_name: str, enter: bool = True) -> Proc:
+    """Run `argv` inside `ns` in its own session (so its process group can be killed whole).
+    `enter=False`: `argv` enters the namespace by itself (keepalived --namespace)."""
     with open(dirs.log / log_name, "ab") as out:
         # cwd = the node's directory: garbd keeps its view (gvwstate.dat) in its working directory.
-        popen = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=out, stderr=out,
+        command = ["ip", "netns", "exec", ns, *argv] if enter else argv
+        popen = subprocess.Popen(command, stdout=out, stderr=out,
                                  stdin=subprocess.DEVNULL, start_new_session=True,
                                  cwd=dirs.root)
     CHILDREN[popen.pid] = popen
@@ -204,10 +206,43 @@ def start_haproxy(state: LabState, ns: str, node: Node, topology: Topology, dirs
         d.mkdir(parents=True, exist_ok=True)
     cfg = dirs.root / "haproxy.cfg"
     cfg.write_text(lb.render_haproxy_cfg(node.name, node.ip, lb.backends(topology, Role.WEB),
-                                         lb.backends(topology, Role.MYSQL), haproxy_paths(dirs)))
+                                         lb.backends(topology, Role.MYSQL), haproxy_paths(dirs),
+                                         vip=topology.network.vip))
+    if topology.network.vip is not None:
+        # The VM's sysctl.d file (keepalived.SYSCTL_CONF); per namespace here.
+        run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{keepalived.NONLOCAL_BIND}=1"])
     run(["haproxy", "-c", "-q", "-f", str(cfg)])
-    return spawn(state, ns, node.name, "haproxy", ["haproxy", "-db", "-f", str(cfg)], dirs,
-                 "haproxy.log")
+    return spawn(state, ns, node.name, "haproxy", haproxy_argv(dirs), dirs, "haproxy.log")
+
+
+def haproxy_argv(dirs: NodeDirs) -> list[str]:
+    return ["haproxy", "-db", "-f", str(dirs.root / "haproxy.cfg")]
+
+
+def keepalived_paths(dirs: NodeDirs) -> keepalived.KeepalivedPaths:
+    """All LBs share one PID namespace here: keepalived tracks its own HAProxy by command line."""
+    return keepalived.KeepalivedPaths(haproxy_process=tuple(haproxy_argv(dirs)))
+
+
+def start_keepalived(state: LabState, ns: str, node: Node, topology: Topology,
+                     dirs: NodeDirs) -> Proc:
+    """keepalived in the LB's namespace (VRRP only), with the config a VM gets but for paths."""
+    assert topology.network.vip is not None
+    # A killed LB's VIP stays on its eth0 (a VM's reboot clears it): gone before it is back.
+    run(["ip", "-n", ns, "link", "del", keepalived.VMAC_INTERFACE], check=False)
+    for pid_file in ("keepalived.pid", "keepalived-vrrp.pid"):
+        (dirs.run / pid_file).unlink(missing_ok=True)  # a killed one's (a reboot empties /run)
+    conf = dirs.root / "keepalived.conf"
+    conf.write_text(keepalived.render_keepalived_conf(
+        node.name, node.ip, keepalived.peers(node, topology), topology.network.vip,
+        topology.network.prefix_len, keepalived.priority(node, topology), keepalived_paths(dirs)))
+    # Started in the root namespace and moving itself into the LB's (--namespace): the kernel's
+    # process events (vrrp_track_process) reach only listeners opened in the initial namespace;
+    # from inside (`ip netns exec`) keepalived gets "connection refused" and stays in FAULT.
+    argv = ["keepalived", "--dont-fork", "--log-console", "--no-syslog", "--vrrp",
+            "--namespace", ns, "--use-file", str(conf), "--pid", str(dirs.run / "keepalived.pid"),
+            "--vrrp_pid", str(dirs.run / "keepalived-vrrp.pid")]
+    return spawn(state, ns, node.name, "keepalived", argv, dirs, "keepalived.log", enter=False)
 
 
 # ---- hosts ----------------------------------------------------------------------------------

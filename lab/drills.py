@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import httpx
 
 from components.topology import Role
-from lab.cluster import Lab, wait_for
+from lab import netns
+from lab.cluster import Lab, ns_of, wait_for
+from lab.faults import LabFaults
 from lab.load import Load, LoadReport, Outcome
+from lab.netns import LabError
 
 
 @dataclass
@@ -133,3 +138,146 @@ def run_full_outage(lab: Lab, rate: float, duration_s: float, kill_at_s: float,
         result.starts[name] = next((ln for ln in reversed(lines)
                                     if ln.split(": ")[1] in ("bootstrap", "join")), "?")
     return result
+
+
+# ---- the LB pair (mac:network.vip) -------------------------------------------------------------
+
+class LbFault(StrEnum):
+    SERVICE = "service"  # HAProxy dies, the LB's machine (and keepalived) lives on
+    HOST = "host"  # the master LB's whole host goes silent
+
+
+@dataclass
+class LbDrill:
+    """The LB holding the VIP broken under load, then brought back."""
+
+    fault: LbFault
+    master: str  # held the VIP before
+    backup: str
+    result: DrillResult
+    vip_moved_s: float  # from the kill until the backup holds the VIP
+    # Client connections the dead LB had: opened before the VIP moved, used after the kill. A
+    # request on one fails if it was in flight, or was sent over it later (http.client does not
+    # resend a request whose reused connection turns out dead; browsers and urllib3 do).
+    connections_to_dead_lb: int = 0
+    in_flight_at_kill: int = 0  # sent before the kill, not answered by then
+    failed_elsewhere: int = 0  # failed requests on connections opened after the move: must be 0
+    holders_after_return: list[str] = field(default_factory=list)  # who holds it once it is back
+    return_report: LoadReport | None = None  # load while the old master comes back
+
+    def figures(self) -> dict[str, object]:
+        report = self.result.report
+        out: dict[str, object] = {
+            **report.summary(), "fault": self.fault.value, "master": self.master,
+            "backup": self.backup, "vip_moved_s": round(self.vip_moved_s, 3),
+            "connections_to_dead_lb": self.connections_to_dead_lb,
+            "in_flight_at_kill": self.in_flight_at_kill, "failed_elsewhere": self.failed_elsewhere,
+            "failed_samples": [o.error or o.status for o in report.failed][:3],
+            "holders_after_return": self.holders_after_return,
+            "second_move": self.holders_after_return != [self.backup]}
+        if self.return_report is not None:
+            out["return_failed"] = len(self.return_report.failed)
+            out["return_longest_stall_s"] = round(self.return_report.longest_stall_s(), 3)
+        return out
+
+
+def run_lb_drill(lab: Lab, fault: LbFault, rate: float, duration_s: float, kill_at_s: float,
+                 return_s: float = 4.0) -> LbDrill:
+    """Steady load through the VIP; the master LB's HAProxy (or its whole host) killed at
+    `kill_at_s`; then the old master brought back under load: the VIP must stay on the backup."""
+    faults = LabFaults(lab)
+    (master,) = lab.vip_holders()
+    backup = next(n.name for n in lab.topology.nodes_of(Role.LB) if n.name != master)
+    with Load(lab.url, rate, duration_s) as load:
+        time.sleep(max(0.0, kill_at_s - load.elapsed()))
+        killed_at = load.elapsed()
+        start = time.monotonic()
+        if fault is LbFault.HOST:
+            faults.kill_host(lab.node(master).host)
+        else:
+            faults.stop_service(master)
+        lab.wait_vip(backup, 10, alone=False)
+        moved = time.monotonic() - start
+    report = load.report()
+    drill = LbDrill(fault, master, backup, DrillResult(master, killed_at, report), moved)
+    kill_abs, move_abs = report.started + killed_at, start + moved
+    def on_dead_lb(o: Outcome) -> bool:
+        return (o.connected if o.connected is not None else o.sent) < move_abs
+
+    drill.connections_to_dead_lb = len({o.connected for o in report.outcomes
+                                        if o.done > kill_abs and on_dead_lb(o)})
+    drill.in_flight_at_kill = sum(1 for o in report.outcomes if o.sent < kill_abs < o.done)
+    drill.failed_elsewhere = sum(1 for o in report.failed if not on_dead_lb(o))
+    with Load(lab.url, rate, return_s + 6) as again:
+        time.sleep(1.0)
+        if fault is LbFault.HOST:
+            faults.revive_host(lab.node(master).host)
+        else:
+            lab.restart_haproxy(master)  # as systemd does; keepalived lives on
+        time.sleep(return_s)  # keepalived's checks rise (2 s) and the adverts settle
+        drill.holders_after_return = lab.vip_holders()
+        again.stop()
+    drill.return_report = again.report()
+    return drill
+
+
+@dataclass
+class SplitBrain:
+    """The two LBs cut from each other (not from clients) under load, then healed."""
+
+    holders_during: list[str]
+    served_during: dict[str, int]  # requests each LB's HAProxy took in a window during the split
+    holders_after: list[str]
+    report: LoadReport
+
+
+def requests_served(lab: Lab, lb: str) -> int:
+    """Requests HAProxy's `app` frontend on `lb` took so far (its stats socket)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        sock.connect(str(lab.dirs(lb).run / "admin.sock"))
+        sock.sendall(b"show stat -1 1 -1\n")
+        data = b"".join(iter(lambda: sock.recv(65536), b"")).decode()
+    lines = data.splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    for line in lines[1:]:
+        cells = line.split(",")
+        if cells[:2] == ["app", "FRONTEND"]:
+            return int(cells[header.index("req_tot")] or 0)
+    raise LabError(f"no `app` frontend in {lb}'s HAProxy stats")
+
+
+def cut_lb_peers(lab: Lab, cut: bool) -> None:
+    """Each LB drops all traffic to and from the other (iptables in its namespace), or stops
+    dropping it: their VRRP adverts are lost, while clients, web and DB nodes reach both."""
+    lbs = lab.topology.nodes_of(Role.LB)
+    for node in lbs:
+        for peer in lbs:
+            if peer.name == node.name:
+                continue
+            for chain, side in (("INPUT", "-s"), ("OUTPUT", "-d")):
+                netns.run(["ip", "netns", "exec", ns_of(node.name), "iptables",
+                           "-A" if cut else "-D", chain, side, f"{peer.ip}/32", "-j", "DROP"],
+                          check=cut)
+
+
+def run_split_brain(lab: Lab, rate: float, split_s: float = 4.0, settle_s: float = 1.5,
+                    window_s: float = 2.0) -> SplitBrain:
+    """Load through the VIP; the LBs cut from each other for `split_s`, then healed."""
+    assert lab.topology.network.vip is not None, "the split-brain drill needs an LB pair"
+    lbs = [n.name for n in lab.topology.nodes_of(Role.LB)]
+    with Load(lab.url, rate, split_s + 8) as load:
+        time.sleep(2.0)
+        cut_lb_peers(lab, True)
+        try:
+            time.sleep(settle_s)  # the backup's master-down timer, then its gratuitous ARPs
+            holders = lab.vip_holders()
+            before = {lb: requests_served(lab, lb) for lb in lbs}
+            time.sleep(window_s)
+            served = {lb: requests_served(lab, lb) - before[lb] for lb in lbs}
+            time.sleep(max(0.0, split_s - settle_s - window_s))
+        finally:
+            cut_lb_peers(lab, False)
+        time.sleep(3.0)
+        after = lab.vip_holders()
+    return SplitBrain(holders, served, after, load.report())

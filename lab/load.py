@@ -26,6 +26,7 @@ class Outcome:
     done: float
     status: int | None
     error: str | None = None
+    connected: float | None = None  # when the (keep-alive) connection it went over was opened
 
     @property
     def ok(self) -> bool:
@@ -147,6 +148,7 @@ class Load:
         # http.client, not httpx: a tenth of the CPU per request, and on a 2-core machine the
         # load generator competes with the cluster it measures.
         conn: http.client.HTTPConnection | None = None
+        opened = 0.0
         while (index := self._claim()) is not None:
             due = self._report.started + index / self.rate
             delay = due - time.monotonic()
@@ -159,6 +161,7 @@ class Load:
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
+                    opened = sent
                 conn.request("GET", f"{self.path}?token={token}")
                 response = conn.getresponse()
                 body = response.read()
@@ -173,7 +176,7 @@ class Load:
                 if conn is not None:
                     conn.close()
                 conn = None
-            outcome = Outcome(index, token, sent, time.monotonic(), status, error)
+            outcome = Outcome(index, token, sent, time.monotonic(), status, error, opened)
             with self._lock:
                 self._report.outcomes.append(outcome)
         if conn is not None:

@@ -10,10 +10,11 @@ from pathlib import Path
 from components.roles import web
 
 BINARIES = ("ip", "tc", "mariadbd", "mariadb", "mariadb-install-db", "garbd", "haproxy", "apache2",
+            "keepalived",
             "rsync", "python3",
             "sshd", "ssh-keygen")
 PACKAGES = ("apache2 libapache2-mod-php php-mysql mariadb-server galera-4 galera-arbitrator-4 "
-            "haproxy iproute2 rsync openssh-server")
+            "haproxy keepalived iproute2 rsync openssh-server")
 
 
 def skip_reason() -> str | None:

@@ -26,7 +26,7 @@ from types import MappingProxyType
 
 from components.topology import Topology, WatchdogSettings
 from watchdog.reasons import Note, Reason
-from watchdog.target import ProbeResult, TargetKey
+from watchdog.target import Kind, ProbeResult, TargetKey
 
 # Timers may fire a hair early (asyncio wakes up within the clock resolution): a span this much
 # short of `fail_after_s` still counts, so timer granularity never costs a whole extra interval.
@@ -302,5 +302,7 @@ def _unfolding(health: Mapping[TargetKey, Health], acting_on: list[TargetKey],
     latest = max((health[k].changed_at or now for k in acting_on), default=now)
     if now - latest >= settings.fail_after_s + reprobe_interval(settings):
         return []
+    # Hosts and nodes only: the LB pair's VIP is never acted on, so no plan waits for it.
     return [f"{k} failing, not failed yet" for k, h in sorted(health.items())
-            if h.last_ok is False and h.state is not State.FAILED and k not in acting_on]
+            if h.last_ok is False and h.state is not State.FAILED and k not in acting_on
+            and k.kind is not Kind.VIP]

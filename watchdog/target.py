@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from components.topology import SSH_PORT, Node, Topology
+from components.topology import SELF_ENDPOINTS, SSH_PORT, Node, Role, Topology
 
 
 class Kind(StrEnum):
     HOST = "host"
     NODE = "node"
+    VIP = "vip"  # the LB pair's floating IP: watched and reported, never remediated (detect.classify)
 
 
 class TargetKey(NamedTuple):
@@ -93,13 +94,20 @@ def targets(
     url_for: Callable[[Node], str] | None = None,
     ssh_port: int = SSH_PORT,
 ) -> list[Target]:
-    """Every node (at its self-check), and every host the program manages (active hosts and
-    spares, not failed ones)."""
+    """Every node (at its self-check), every host the program manages (active hosts and spares,
+    not failed ones), and the LB pair's VIP (each LB is probed as a node too). The VIP is watched
+    and reported only: classify never counts it nor acts on it."""
     url = url_for or topology.self_url
     found = [Target(Kind.HOST, name, f"{topology.hosts[name].address}:{ssh_port}", "host")
              for name in topology.live_hosts]
     found += [Target(Kind.NODE, node.name, url(node), node.role.value)
               for node in sorted(topology.nodes.values(), key=lambda n: n.name)]
+    if topology.network.vip is not None:
+        # The self-check, like the LBs': whichever HAProxy holds the VIP answers 200 whatever its
+        # backends do (no web server up is a degraded dependency, not a VIP down).
+        check = SELF_ENDPOINTS[Role.LB]
+        found.append(Target(Kind.VIP, "vip", f"http://{topology.network.vip}:{check.port}"
+                            f"{check.path}", Role.LB.value))
     return found
 
 

@@ -50,7 +50,7 @@ class PostBootStep:
 
 import shlex  # noqa: E402 (the contract above stays first)
 
-from components.roles import lb, mysql, web  # noqa: E402
+from components.roles import keepalived, lb, mysql, web  # noqa: E402
 from components.roles.cloud_config import WriteFile, render_cloud_config  # noqa: E402
 from components.topology import Role  # noqa: E402
 
@@ -68,7 +68,11 @@ def user_data(node: Node, topology: Topology, secrets: Secrets) -> str:
         packages = web.PACKAGES
         files, runcmd = web.files(node, topology, secrets.db_app_password), web.runcmd()
     else:
-        packages, files, runcmd = lb.PACKAGES, lb.files(node, topology), lb.runcmd()
+        # A pair of LBs (mac:network.vip) adds keepalived; a single LB renders as before.
+        pair = topology.network.vip is not None
+        packages = (*lb.PACKAGES, *(keepalived.PACKAGES if pair else ()))
+        files = [*lb.files(node, topology), *keepalived.files(node, topology)]
+        runcmd = [*keepalived.runcmd(topology), *lb.runcmd(), *keepalived.start_cmd(topology)]
     return render_cloud_config(node.name, ("curl", *packages), files, runcmd,
                                topology.ssh_user, topology.ssh_public_key)
 
@@ -94,8 +98,8 @@ def post_boot_steps(topology: Topology) -> list[PostBootStep]:
         "app-schema", first.name, root("mariadb --batch"),
         stdin=lambda s: mysql.app_schema_sql(s.db_app_password, s.db_root_password),
         after=(f"galera-start-{first.name}",)))
-    for node in topology.nodes_of(Role.LB):
-        steps.append(PostBootStep(
-            f"garbd-start-{node.name}", node.name, root("systemctl enable --now mac-garbd.service"),
-            after=(f"wait-cloud-init-{node.name}", f"galera-start-{first.name}")))
+    node = topology.arbitrator  # garbd on one LB only, also with a pair (odd number of votes)
+    steps.append(PostBootStep(
+        f"garbd-start-{node.name}", node.name, root("systemctl enable --now mac-garbd.service"),
+        after=(f"wait-cloud-init-{node.name}", f"galera-start-{first.name}")))
     return steps

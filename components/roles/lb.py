@@ -81,8 +81,9 @@ def _self_check(web: Sequence[Backend], db: Sequence[Backend]) -> str:
 
 def render_haproxy_cfg(lb_name: str, lb_ip: str, web: Sequence[Backend], db: Sequence[Backend],
                        paths: HaproxyPaths, http_port: int = LB_HTTP_PORT,
-                       mysql_port: int = MYSQL_PORT) -> str:
-    """haproxy.cfg: the app on `http_port`, a monitor URI, and a single-writer DB frontend.
+                       mysql_port: int = MYSQL_PORT, vip: str | None = None) -> str:
+    """haproxy.cfg: the app on `http_port`, a monitor URI, and a single-writer DB frontend;
+    each also on the pair's `vip` (components/roles/keepalived.py), when there is one.
 
     Failover without failed requests: fast active checks, passive checks on live traffic, short
     connect and server timeouts, and L7 retries that redispatch to another server (for the
@@ -125,7 +126,7 @@ defaults
     retry-on conn-failure empty-response junk-response response-timeout 502 503 504
 
 frontend app
-    bind {ip(lb_ip)}:{http_port}
+    bind {ip(lb_ip)}:{http_port}{_vip_bind(vip, http_port)}
     default_backend web
 
 backend web
@@ -142,7 +143,7 @@ backend web
 {web_servers}
 
 frontend monitor
-    bind {ip(lb_ip)}:{monitor.port}
+    bind {ip(lb_ip)}:{monitor.port}{_vip_bind(vip, monitor.port)}
     monitor-uri {monitor.path}
     monitor fail if {{ nbsrv(web) lt 1 }}
     # The watchdog probes this one: unlike the monitor-uri it answers 200 with no web server up.
@@ -152,7 +153,7 @@ frontend monitor
     stats refresh 5s
 
 listen mysql
-    bind {ip(lb_ip)}:{mysql_port}
+    bind {ip(lb_ip)}:{mysql_port}{_vip_bind(vip, mysql_port)}
     mode tcp
     option dontlognull
     timeout client 60s
@@ -162,6 +163,11 @@ listen mysql
     default-server {CHECK_TIMING} on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions
 {db_servers}
 """
+
+
+def _vip_bind(vip: str | None, port: int) -> str:
+    # The backup binds the VIP too (net.ipv4.ip_nonlocal_bind): a takeover needs no reload.
+    return "" if vip is None else f"\n    bind {ip(vip)}:{port}"
 
 
 def garbd_argv(lb_name: str, lb_ip: str, db_ips: Sequence[str], cluster_name: str,
@@ -196,11 +202,11 @@ def _garbd_unit(node: Node, topology: Topology) -> str:
 
 
 def files(node: Node, topology: Topology) -> list[WriteFile]:
-    return [
-        WriteFile(HAPROXY_CFG, render_haproxy_cfg(node.name, node.ip, backends(topology, Role.WEB),
-                                                  backends(topology, Role.MYSQL), VM_PATHS)),
-        WriteFile(GARBD_UNIT, _garbd_unit(node, topology)),
-    ]
+    """haproxy.cfg, and garbd's unit on the one LB that runs it (Topology.arbitrator)."""
+    cfg = render_haproxy_cfg(node.name, node.ip, backends(topology, Role.WEB),
+                             backends(topology, Role.MYSQL), VM_PATHS, vip=topology.network.vip)
+    garbd = [WriteFile(GARBD_UNIT, _garbd_unit(node, topology))]
+    return [WriteFile(HAPROXY_CFG, cfg), *(garbd if node == topology.arbitrator else [])]
 
 
 def runcmd() -> list[str | list[str]]:

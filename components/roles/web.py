@@ -130,14 +130,16 @@ def render_app_config(node_name: str, db_hosts: Sequence[str], password: str,
 
 
 def db_hosts(topology: Topology) -> list[str]:
-    """The LB's DB frontend first (it follows clustercheck), then every DB node directly.
+    """The LB's DB frontend first (it follows clustercheck; a pair's at its VIP, which follows
+    the live LB), then every DB node directly.
 
     The direct fallbacks start with the LB's backup, not its preferred writer: when the LB path
     fails, the likeliest cause is that this writer died, so the app goes where the LB is moving
     everyone anyway instead of spending its connect timeout on a dead (maybe silent) node.
     """
     db = [n.ip for n in topology.nodes_of(Role.MYSQL)]
-    return [*(n.ip for n in topology.nodes_of(Role.LB)), *db[1:], *db[:1]]
+    lbs = [topology.network.vip] if topology.network.vip else [n.ip for n in topology.nodes_of(Role.LB)]
+    return [*lbs, *db[1:], *db[:1]]
 
 
 def app_sources() -> dict[str, str]:

@@ -10,12 +10,11 @@ from lab.cluster import Lab
 from lab.requirements import skip_reason
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def _running(stack: str) -> Iterator[Lab]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    cluster = Lab.from_stack("lab")
+    cluster = Lab.from_stack(stack)
     try:
         cluster.up()
         yield cluster
@@ -23,8 +22,7 @@ def lab() -> Iterator[Lab]:
         cluster.teardown()
 
 
-@pytest.fixture
-def healthy_lab(lab: Lab) -> Lab:
+def _healthy(lab: Lab) -> Lab:
     """The shared cluster, with every node back and healthy (an earlier drill may have broken it)."""
     for status in lab.status():
         if status.status != 200:
@@ -32,3 +30,27 @@ def healthy_lab(lab: Lab) -> Lab:
             lab.start_node(status.node)
     lab.wait_healthy(90)
     return lab
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    yield from _running("lab")
+
+
+@pytest.fixture
+def healthy_lab(lab: Lab) -> Lab:
+    return _healthy(lab)
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Lab]:
+    """The lab with a pair of LBs and a VIP (stacks/Pulumi.lab-ha.yaml)."""
+    yield from _running("lab-ha")
+
+
+@pytest.fixture
+def healthy_pair(pair: Lab) -> Lab:
+    """Every node answering and exactly one LB holding the VIP."""
+    _healthy(pair)
+    assert len(pair.vip_holders()) == 1
+    return pair
