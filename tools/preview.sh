@@ -30,6 +30,11 @@ for piece in libvirt command random; do
 done
 
 [ "$#" -gt 0 ] || set -- ci
+# `pulumi stack select --create` writes an `encryptionsalt` for this machine's backend into the
+# stack file: put every tracked stack file back as it was when the previews are done.
+saved="$(mktemp -d)"
+cp -p stacks/Pulumi.*.yaml "$saved/"
+trap 'cp -p "$saved"/Pulumi.*.yaml stacks/ && rm -rf "$saved"' EXIT
 status=0
 for stack in "$@"; do
   if [ ! -f "stacks/Pulumi.$stack.yaml" ]; then
