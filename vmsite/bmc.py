@@ -48,8 +48,10 @@ class BmcError(RuntimeError):
 
 @dataclass(frozen=True)
 class PowerActions:
-    """How to power a host on and off and ask its state: argv lists run without a shell.
-    `status` prints `on` or `off` (vmsite/chassis.py)."""
+    """How to power a host on and off and ask its state: argv lists run without a shell, inside
+    the BMC's namespace, from the BMC's directory. `status` prints `on` or `off` (vmsite/chassis.py).
+    Each should finish within a second or two: ipmi_sim answers nobody while one runs, and
+    ipmitool retries after 2 s. `on` may leave daemons running: their output goes to chassis.log."""
 
     on: tuple[str, ...]
     off: tuple[str, ...]
