@@ -220,6 +220,9 @@ def stop(run_dir: Path, timeout_s: float = 10.0) -> list[int]:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while any(_alive(p) for p in ended) and time.monotonic() < deadline:
+        time.sleep(0.02)
     for pid in ended:
         _reap(pid)
     for address in site.added_addresses:

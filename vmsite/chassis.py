@@ -8,20 +8,25 @@ ipmi_sim runs, through a shell, `<this> CONFIG get power` (expects `power:1` or 
   status    prints `on` or `off`; anything else (or a non-zero exit) is an error, never "off":
             a BMC that reports a host off when it does not know would let a fence pass falsely
 
-Actions run without a shell, stdin /dev/null, output appended to the BMC's log (never to ipmi_sim's
-pipe: a daemon that power-on leaves running would hold it open and hang the BMC), with a timeout.
+Actions run without a shell, stdin /dev/null, in a session of their own (stopping the BMC must not
+stop the host), output appended to the BMC's log (never to ipmi_sim's pipe: a daemon that power-on
+leaves running would hold it open and hang the BMC), with a timeout.
 Other chassis requests (reset, boot device, soft shutdown, identify) are refused (exit 1; the BMC
 answers with an error). Run by path from ipmi_sim, so stdlib only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 ACTION_TIMEOUT_S = 30.0
 
@@ -54,17 +59,33 @@ def _log(config: dict[str, object], line: str) -> None:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
 
 
+def _run(argv: list[str], stdout: IO[str] | int, what: str) -> tuple[int, str]:
+    """Run an action in a session of its own: what it starts (a host's daemons) is outside the
+    BMC's process group, so stopping the BMC never takes the host with it. On timeout its whole
+    group is killed."""
+    try:
+        stderr = subprocess.DEVNULL if stdout == subprocess.PIPE else subprocess.STDOUT
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                text=True, start_new_session=True)
+    except OSError as err:
+        raise ChassisError(f"{what} command cannot start: {err}") from None
+    try:
+        out, _ = proc.communicate(timeout=ACTION_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise ChassisError(f"{what} command did not finish within {ACTION_TIMEOUT_S:g} s") from None
+    return proc.returncode, out or ""
+
+
 def power_status(config: dict[str, object]) -> int:
     argv = _argv(config, "status")
-    try:
-        out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             timeout=ACTION_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise ChassisError(f"power status command failed: {err}") from None
-    words = out.stdout.split()
-    if out.returncode != 0 or not words or words[0] not in ("on", "off"):
-        raise ChassisError(f"power status command exited {out.returncode} and printed "
-                           f"{out.stdout.strip()[:80]!r}; it must print `on` or `off`")
+    rc, stdout = _run(argv, subprocess.PIPE, "power status")
+    words = stdout.split()
+    if rc != 0 or not words or words[0] not in ("on", "off"):
+        raise ChassisError(f"power status command exited {rc} and printed "
+                           f"{stdout.strip()[:80]!r}; it must print `on` or `off`")
     return 1 if words[0] == "on" else 0
 
 
@@ -76,11 +97,7 @@ def set_power(config: dict[str, object], value: str) -> None:
     _log(config, f"power {action}: {argv[0]}")
     log = config.get("log")
     with open(log if isinstance(log, str) else "/dev/null", "a") as out:
-        try:
-            rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                timeout=ACTION_TIMEOUT_S, check=False).returncode
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise ChassisError(f"power {action} command failed: {err}") from None
+        rc, _ = _run(argv, out, f"power {action}")
     _log(config, f"power {action}: exit {rc}")
     if rc != 0:
         raise ChassisError(f"power {action} command exited {rc}")

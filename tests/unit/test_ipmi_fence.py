@@ -4,6 +4,7 @@ simulated BMC's config and chassis program (tests/vm/test_bmc.py runs them all f
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -129,6 +130,15 @@ def test_the_chassis_program_runs_the_power_actions(tmp_path: Path) -> None:
     with pytest.raises(chassis.ChassisError, match="exited 1"):
         chassis.run([config, "set", "power", "0"])  # rm fails: the BMC answers with an error
     assert "power off: exit 1" in (tmp_path / "chassis.log").read_text()
+
+
+def test_power_actions_run_in_a_session_of_their_own(tmp_path: Path) -> None:
+    """What power-on starts (a host's daemons) must not die with the BMC's process group."""
+    seen = tmp_path / "sid"
+    config = _chassis_config(tmp_path, ["echo", "on"],
+                             on=["sh", "-c", f"ps -o sid= -p $$ > {seen}"])
+    chassis.run([config, "set", "power", "1"])
+    assert int(seen.read_text()) != os.getsid(0)
 
 
 @pytest.mark.parametrize("args", [["get", "boot"], ["set", "reset", "1"], ["check", "power", "1"],
