@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -84,6 +85,7 @@ def main() -> int:
     finally:
         bmc.stop(run_dir)
         wait_exited(delete_namespace(NETNS))
+        shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 
 
