@@ -260,3 +260,27 @@ def test_one_image_keeps_its_resource_names() -> None:
     assert domain["kernel"].endswith("-kernel-id")
     assert " ".join(v if k == "_" else f"{k}={v}" for m in domain["cmdlines"]
                     for k, v in m.items()) == DEFAULT_KERNEL_CMDLINE
+
+
+def test_watchdog_prunes_a_dead_hosts_images_and_boot_files(per_role: Evaluation) -> None:
+    """watchdog.state removes a dead host's provider and everything bound to it: here from the
+    state the program itself registers, so the per-host image volumes cannot slip through."""
+    from watchdog.state import prune_hosts
+
+    topology: Topology = per_role.program["config"].topology
+    deployment = {"resources": [
+        {"urn": r.urn, "type": r.type, "custom": r.custom, "parent": r.parent,
+         "provider": r.provider, "deletedWith": r.deleted_with, "dependencies": r.dependencies}
+        for r in per_role.resources]}
+    dead = topology.hosts["kvm1"]
+    result = prune_hosts(deployment, [dead])
+    removed = {urn.rsplit("::", 1)[-1] for urn in result.removed}
+    images = {r.name for r in per_role.of_type(VOLUME)
+              if r.provider_urn == per_role.one(PROVIDER, "kvm1").urn and not r.name.endswith("-root")}
+    assert len(images) == 7 and images <= removed  # 3 base images, 2 kernels, 2 initrds
+    kept = {r["urn"].rsplit("::", 1)[-1] for r in result.deployment["resources"]}
+    for other in topology.live_hosts:
+        if other != "kvm1":
+            assert {n.replace("kvm1-", f"{other}-") for n in images} <= kept, other
+    on_dead = [n.name for n in topology.nodes_on("kvm1")]
+    assert on_dead and all(f"{n}-domain" in removed for n in on_dead)
