@@ -9,6 +9,7 @@ them all too ("warm spares": a failover then only clones and boots).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
@@ -92,22 +93,22 @@ class HypervisorHost(pulumi.ComponentResource):
         self.base_images = {}
         self.boot_files = {}
         for i, image in enumerate(args.images):
+            # Switching between one image for all and one per role: the one image and the first
+            # role's take over each other's names (aliases), so the same file stays in place
+            # instead of colliding with itself (same volume name) in a create-before-delete.
+            switch = not args.per_role or i == 0
             if image.source not in self.base_images:
                 self.base_images[image.source] = self._volume(
-                    naming.host_base_image(host, self._key(args, image.source)),
-                    base_image_name(image), image.source, BASE_IMAGE_FORMAT,
-                    # The first image keeps the state of the one image it may have been before.
-                    on_host if not args.per_role or i else pulumi.ResourceOptions.merge(
-                        on_host, pulumi.ResourceOptions(
-                            aliases=[pulumi.Alias(name=naming.host_base_image(host))])))
+                    naming.host_base_image, host, self._key(args, image.source),
+                    base_image_name(image), image.source, BASE_IMAGE_FORMAT, on_host, switch)
             for kind, path, resource_name in (
                 ("kernel", image.kernel, naming.host_kernel),
                 ("initrd", image.initrd, naming.host_initrd),
             ):
                 if path is not None and path not in self.boot_files:
                     self.boot_files[path] = self._volume(
-                        resource_name(host, self._key(args, path)), pool_volume_name(kind, path),
-                        path, BOOT_FILE_FORMAT, on_host)
+                        resource_name, host, self._key(args, path), pool_volume_name(kind, path),
+                        path, BOOT_FILE_FORMAT, on_host, switch)
         self.register_outputs({
             "pool": self.pool.name,
             "base_image_ids": {source: v.id for source, v in self.base_images.items()},
@@ -117,12 +118,16 @@ class HypervisorHost(pulumi.ComponentResource):
     def _key(args: HypervisorHostArgs, reference: str) -> str:
         return digest(reference) if args.per_role else ""
 
-    def _volume(self, resource_name: str, name: str, source: str, fmt: str,
-                opts: pulumi.ResourceOptions) -> libvirt.Volume:
+    def _volume(self, resource_name: Callable[[str, str], str], host: str, key: str, name: str,
+                source: str, fmt: str, opts: pulumi.ResourceOptions, switch: bool) -> libvirt.Volume:
+        if switch:
+            other_form = resource_name(host, "" if key else digest(source))
+            opts = pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(name=other_form)]))
         # A relative path goes to the provider as written: the provider plugins run in the project
         # directory, and the state stays the same whichever checkout runs `pulumi up`.
-        return libvirt.Volume(resource_name, name=name, pool=self.pool.name, source=source,
-                              format=fmt, opts=opts)
+        return libvirt.Volume(resource_name(host, key), name=name, pool=self.pool.name,
+                              source=source, format=fmt, opts=opts)
 
     def base_image(self, image: Image) -> libvirt.Volume:
         """The volume `image`'s root volumes are cloned from on this host."""

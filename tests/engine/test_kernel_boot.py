@@ -20,7 +20,13 @@ from components.host import pool_volume_name
 from components.stack_file import load_topology, stack_path, write_topology
 from components.topology import DEFAULT_KERNEL_CMDLINE, Image, Role
 from tests.engine import hypervisor
-from tests.engine.conftest import PROGRAM_PROVIDERS, PulumiFactory, copy_project, require_providers
+from tests.engine.conftest import (
+    PROGRAM_PROVIDERS,
+    Pulumi,
+    PulumiFactory,
+    copy_project,
+    require_providers,
+)
 from tests.engine.hypervisor import Host
 from tests.engine.test_mac_program import point_hosts_at, resources
 
@@ -46,6 +52,23 @@ def halting_kernel(path: Path) -> Path:
     return path
 
 
+def mysql_untouched(p: Pulumi) -> bool:
+    """A preview changes nothing of the mysql nodes nor of the files they use, while the other
+    roles' VMs move to their own images."""
+    changed, mysql = [], []
+    for step in json.loads(p.run("preview", "--stack", "ci", "--json").stdout)["steps"]:
+        if step["op"] in ("same", "read"):
+            continue
+        name = step["urn"].rsplit("::", 1)[-1]
+        state = step.get("newState") or step.get("oldState") or {}
+        changed.append(name)
+        if name.startswith("db") or "mysql" in str((state.get("inputs") or {}).get("source", "")):
+            mysql.append(f"{name} ({step['op']})")
+    assert any(n.startswith("web1-") for n in changed), changed
+    assert not mysql, mysql
+    return True
+
+
 def test_per_role_images_and_stand_in_kernel_boot_on_libvirtd(
         tmp_path: Path, libvirt_hosts: dict[str, Host], pulumi_in: PulumiFactory) -> None:
     require_providers(*PROGRAM_PROVIDERS)
@@ -63,12 +86,19 @@ def test_per_role_images_and_stand_in_kernel_boot_on_libvirtd(
         Role.WEB: Image(".images/web.qcow2", ".images/web.vmlinuz", ".images/web.initrd", WEB_CMDLINE),
         Role.LB: Image(".images/lb.qcow2"),  # boots from its disk, as before
     }
-    write_topology(path, load_topology(path).with_(image=per_role))
-    topo = load_topology(path)
-    assert topo.image == per_role
+    one = per_role[Role.MYSQL]
     p = pulumi_in(project)
     p.run("stack", "init", "ci")
     try:
+        # One image (with a kernel) for all first; then one per role, mysql's being that one.
+        write_topology(path, load_topology(path).with_(image=one))
+        p.run("up", "--stack", "ci", "--yes", "--skip-preview", timeout=1200)
+        assert "<kernel>" in libvirt_hosts[load_topology(path).nodes["lb1"].host].virsh(
+            "dumpxml", "lb1").stdout
+        write_topology(path, load_topology(path).with_(image=per_role))
+        topo = load_topology(path)
+        assert topo.image == per_role
+        assert mysql_untouched(p), "switching forms must keep mysql's files and VMs in place"
         p.run("up", "--stack", "ci", "--yes", "--skip-preview", timeout=1200)
         files = [f for image in per_role.values()
                  for f in (image.source, image.kernel, image.initrd) if f is not None]
@@ -100,6 +130,8 @@ def test_per_role_images_and_stand_in_kernel_boot_on_libvirtd(
         sources = {r.get("inputs", {}).get("source") for r in resources(p, "ci").values()}
         assert ".images/mysql.qcow2" in sources and not any(
             str(project) in (s or "") for s in sources), "the state holds the paths as written"
+        write_topology(path, topo.with_(image=one))  # and back: mysql's again stay in place
+        assert mysql_untouched(p)
     finally:
         p.run("destroy", "--stack", "ci", "--yes", "--skip-preview", check=False, timeout=1200)
     for host in libvirt_hosts.values():

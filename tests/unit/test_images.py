@@ -251,7 +251,8 @@ def test_domains_boot_their_roles_kernel(per_role: Evaluation) -> None:
 
 def test_one_image_keeps_its_resource_names() -> None:
     """Existing stacks: the one image for all keeps `HOST-base-image`; its kernel and initrd
-    volumes are `HOST-kernel` and `HOST-initrd`. No aliases needed."""
+    volumes are `HOST-kernel` and `HOST-initrd` (aliased to the per-role names, so switching
+    forms keeps the files in place: tests/engine/test_kernel_boot.py)."""
     e = evaluate("dev", dev_with(tier("all")))
     names = {r.name for r in e.of_type(VOLUME) if not r.name.endswith("-root")}
     hosts = load_topology(stack_path(PROJECT_DIR, "dev")).live_hosts
