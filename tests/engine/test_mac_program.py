@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from components.stack_file import load_topology, stack_path, write_topology
-from tests.engine import hypervisor
 from tests.engine.conftest import (
     ENGINE,
     PROGRAM_PROVIDERS,
@@ -31,8 +30,9 @@ from tests.engine.conftest import (
     copy_project,
     require_providers,
 )
-from tests.engine.hypervisor import Host
 from tests.engine.test_engine_basics import write_project
+from vmsite import hypervisor
+from vmsite.hypervisor import Host
 
 pytestmark = pytest.mark.engine
 

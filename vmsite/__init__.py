@@ -1,0 +1,1 @@
+"""The vm stack on this machine: local libvirtd hosts, their BMCs and the drill."""
