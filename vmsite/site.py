@@ -133,9 +133,11 @@ class Site:
         return took
 
     def _progress(self, line: str) -> None:
-        text = line.strip()
-        if text.startswith(("+ ", "- ", "~ ", "+-", "error", "Resources:", "Duration:")) or \
-                "created (" in text or "error:" in text:
+        """Pulumi's lines worth a glance: each VM and post-boot step done, errors, the summary."""
+        text = " ".join(line.split())
+        done = any(f"{kind} " in text for kind in ("Domain", "Command")) and \
+            any(f"{verb} (" in text for verb in ("created", "deleted", "replaced", "updated"))
+        if done or "error" in text.lower() or text.startswith(("Resources:", "Duration:")):
             self.say(f"  {text[:160]}")
 
     def move(self, node: str, to_host: str) -> Topology:
@@ -159,10 +161,13 @@ class Site:
 
     def ssh(self, ip: str, command: str, timeout: float = 60) -> tuple[int, str]:
         """`command` on the VM at `ip` as root with the run's key: (exit code, output)."""
+        # One login costs ~10 s in a TCG guest: later calls within 15 s reuse the connection.
+        mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.run.key.parent}/mux-%C",
+               "-o", "ControlPersist=15", "-o", "ServerAliveInterval=3", "-o", "ServerAliveCountMax=2"]
         result = self.exec(["ssh", "-i", str(self.run.key), "-o", "BatchMode=yes",
                             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                            "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", f"root@{ip}", command],
-                           timeout=timeout)
+                            "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", *mux, f"root@{ip}",
+                            command], timeout=timeout)
         return result.returncode, (result.stdout + result.stderr).strip()
 
     def watchdog(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
