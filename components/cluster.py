@@ -85,7 +85,8 @@ class MediumAvailabilityCluster(pulumi.ComponentResource):
         self.hosts = {
             host_name: HypervisorHost(
                 naming.host_component(host_name),
-                HypervisorHostArgs(topology.hosts[host_name], topology.image, cleared),
+                HypervisorHostArgs(topology.hosts[host_name], topology.images, cleared,
+                                   per_role=topology.image_per_role),
                 child,
             )
             for host_name in topology.live_hosts
@@ -98,6 +99,7 @@ class MediumAvailabilityCluster(pulumi.ComponentResource):
                     size=topology.size_of(node.role),
                     network=topology.network,
                     host=self.hosts[node.host],
+                    image=topology.image_of(node.role),
                     user_data=_user_data(node, topology, args.secrets),
                     cluster_name=topology.cluster_name,
                 ),

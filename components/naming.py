@@ -22,8 +22,22 @@ def host_pool(host: str) -> str:
     return f"{host}-pool"
 
 
-def host_base_image(host: str) -> str:
-    return f"{host}-base-image"
+def _keyed(name: str, key: str) -> str:
+    return f"{name}-{key}" if key else name
+
+
+def host_base_image(host: str, key: str = "") -> str:
+    """A base image on `host`; `key` (a digest of its source) when there is one per role."""
+    return _keyed(f"{host}-base-image", key)
+
+
+def host_kernel(host: str, key: str = "") -> str:
+    """A kernel for direct kernel boot on `host`; `key` as for host_base_image."""
+    return _keyed(f"{host}-kernel", key)
+
+
+def host_initrd(host: str, key: str = "") -> str:
+    return _keyed(f"{host}-initrd", key)
 
 
 def vm_component(node: str) -> str:

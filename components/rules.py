@@ -34,6 +34,13 @@ SSH_KEY_RE = re.compile(
     r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|"
     r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x21-\x7e][\x20-\x7e]{0,199})?")
 IMAGE_FILE_RE = re.compile(r"[A-Za-z0-9._+-]{1,200}")
+LOCAL_PATH_RE = re.compile(r"[A-Za-z0-9._/+-]{1,1024}")
+LOCAL_PATH_RULE = ("a path of a-z A-Z 0-9 . _ + - /, absolute or relative to the project directory "
+                   "(where Pulumi.yaml is)")
+# What golden images without a boot loader boot with (vmimage/build.py, LAB-NOTES.md).
+DEFAULT_KERNEL_CMDLINE = "root=LABEL=root ro console=ttyS0,115200 net.ifnames=0"
+MAX_KERNEL_CMDLINE = 1024  # x86's limit is 2048 bytes; MAC's defaults use a tenth of that
+KERNEL_CMDLINE_RE = re.compile(r"[\x21-\x7e]+( [\x21-\x7e]+)*")
 MAX_TEXT = 2048  # URLs, commands and keys: longer is a mistake, not a setting
 SHOWN_URL_CHARS = 60  # how much of one URL in a list a message shows
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -128,17 +135,39 @@ def http_url_list(value: str) -> str | None:
     return None
 
 
+def local_file(value: str) -> str | None:
+    """A file read on the machine that runs pulumi: absolute, or relative to the project directory
+    (where Pulumi.yaml is; the provider plugins run there). Its file name names its volume."""
+    if not LOCAL_PATH_RE.fullmatch(value):
+        return f"is not {LOCAL_PATH_RULE}"
+    normal = posixpath.normpath(value)
+    if normal != value:
+        return f"is not a normalised path; write {normal}"
+    filename = posixpath.basename(value)
+    if filename in (".", "..") or not IMAGE_FILE_RE.fullmatch(filename):
+        return "names no file; end it in a file name of a-z A-Z 0-9 . _ + -"
+    return None
+
+
 def image_source(value: str) -> str | None:
-    """A URL (http, https) or an absolute path on each host; its file name names the volume."""
-    if value.startswith("/"):
-        problem = pool_path(value)
+    """An http(s) URL or a local file (`local_file`); its file name names the volume."""
+    if "://" not in value:
+        problem = local_file(value)
         return None if problem is None else f"{problem}, or an http(s):// URL"
     problem = http_url(value)
     if problem is not None:
-        return f"{problem}, or an absolute path"
+        return f"{problem}, or a path"
     filename = posixpath.basename(urlsplit(value).path)
     if filename and not IMAGE_FILE_RE.fullmatch(filename):
         return "ends in a file name with characters other than a-z A-Z 0-9 . _ + -"
+    return None
+
+
+def kernel_cmdline(value: str) -> str | None:
+    """Words of printable ASCII separated by spaces: the kernel gets them joined by one space."""
+    if len(value) > MAX_KERNEL_CMDLINE or not KERNEL_CMDLINE_RE.fullmatch(value):
+        return (f"must be printable ASCII words separated by spaces, at most {MAX_KERNEL_CMDLINE} "
+                "characters (e.g. root=LABEL=root ro console=ttyS0,115200)")
     return None
 
 

@@ -95,7 +95,7 @@ SIZE_NUMBERS: tuple[Number, ...] = (
     Number("diskGiB", "disk_gib", True, 1, 65536, "GiB"),
 )
 NETWORK_FIELDS = ("bridge", "cidr", "gateway", "dns", "vip")
-IMAGE_FIELDS = ("source",)
+IMAGE_FIELDS = ("source", "kernel", "initrd", "cmdline")
 HOST_FIELDS = ("uri", "address", "fence", "poolPath", "domainType")
 NODE_FIELDS = ("role", "host", "ip")
 MAX_HOSTS = 100
@@ -135,13 +135,21 @@ KEYS: tuple[Key, ...] = (
         description="VM network: {bridge, cidr, gateway, dns: [IP...], vip}. Every node IP lies "
         "inside cidr. vip: the floating IP of a pair of lb nodes (optional)."),
     Key("image", "object", required=True,
-        summary="The base image every root volume is cloned from.",
-        allowed="`{source}`: an http(s):// URL or an absolute path, read on the machine that runs "
-        "`pulumi` (or the watchdog) and uploaded into every host's pool; its file name of a-z A-Z "
-        "0-9 . _ + -.",
-        description="Base image: {source: http(s) URL or local path, read on the machine that runs "
-        "pulumi (or the watchdog) and uploaded into every host's pool}. Every VM's root volume is a "
-        "copy-on-write clone of it."),
+        summary="The base image every root volume is cloned from: one for all roles, or one per "
+        "role (`make images` builds one per tier). With `kernel` and `initrd` the VMs boot that "
+        "kernel directly (golden images without a boot loader).",
+        allowed="`{source, kernel, initrd, cmdline}` or `{mysql: {...}, web: {...}, lb: {...}}` "
+        "(every role with nodes). `source`: an http(s):// URL or a path; `kernel`, `initrd` "
+        "(both or neither): paths. A path is absolute or relative to the project directory (where "
+        "Pulumi.yaml is, e.g. `.images/mysql.qcow2`), read on the machine that runs `pulumi` (or "
+        "the watchdog) and uploaded into every live host's pool; its file name of a-z A-Z 0-9 . _ "
+        "+ -. `cmdline` (only with `kernel`): the kernel command line, printable ASCII words "
+        f"(default `{rules.DEFAULT_KERNEL_CMDLINE}`).",
+        description="Base image, one for all roles or one per role ({mysql: {...}, web: {...}, "
+        "lb: {...}}): {source: http(s) URL or path, kernel, initrd: paths for direct kernel "
+        "boot, cmdline}. Paths are absolute or relative to the project directory, read on the "
+        "machine that runs pulumi (or the watchdog) and uploaded into every host's pool. Every "
+        "VM's root volume is a copy-on-write clone of its role's image."),
     Key("hosts", "map", required=True,
         summary="Each physical host, by name.",
         allowed="`NAME -> {uri, address, fence, poolPath, domainType}`. NAME: " + rules.NAME_RULE
@@ -157,7 +165,7 @@ KEYS: tuple[Key, ...] = (
         "probed on SSH port 22, fence: power-off command "
         "or 'none', poolPath, domainType: kvm|qemu}."),
     Key("spares", "list", default=[],
-        summary="Hosts kept idle and warm (pool and base image ready, no nodes).",
+        summary="Hosts kept idle and warm (pool and every base image ready, no nodes).",
         allowed="a list of names from `mac:hosts`, e.g. `[spare1]`.",
         description="Names of hosts kept idle as warm spares (pool and base image ready, no nodes)."),
     Key("failedHosts", "list", default=[],

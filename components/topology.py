@@ -62,6 +62,7 @@ GALERA_PORT = 4567
 SSH_PORT = 22
 
 DEFAULT_POOL_PATH = "/var/lib/libvirt/mac"
+DEFAULT_KERNEL_CMDLINE = rules.DEFAULT_KERNEL_CMDLINE
 DOMAIN_TYPES = ("kvm", "qemu")
 URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+unix", "test")
 
@@ -127,9 +128,22 @@ class Network:
 
 @dataclass(frozen=True)
 class Image:
-    """The base image every VM's root volume is cloned from (URL or path on the host)."""
+    """What a VM's root volume is cloned from and, for direct kernel boot, the kernel it boots.
 
-    source: str
+    Paths are read on the machine that runs pulumi; a relative one from the project directory.
+    """
+
+    source: str  # an http(s) URL or a path
+    kernel: str | None = None  # kernel and initrd go together
+    initrd: str | None = None
+    cmdline: str | None = None  # only with a kernel; None: DEFAULT_KERNEL_CMDLINE
+
+    @property
+    def kernel_cmdline(self) -> str | None:
+        """The command line the kernel gets; None without direct kernel boot."""
+        if self.kernel is None:
+            return None
+        return self.cmdline if self.cmdline is not None else DEFAULT_KERNEL_CMDLINE
 
 
 @dataclass(frozen=True)
@@ -185,7 +199,7 @@ class Topology:
     """What the cluster is. Immutable: changes produce a new Topology (see `with_`)."""
 
     network: Network
-    image: Image
+    image: Image | Mapping[Role, Image]  # one for all roles, or one per role (see image_of)
     hosts: Mapping[str, Host]
     nodes: Mapping[str, Node]
     spares: tuple[str, ...] = ()
@@ -213,6 +227,23 @@ class Topology:
     def live_hosts(self) -> list[str]:
         """Hosts the Pulumi program manages: every host that is not recorded as failed."""
         return [h for h in self.hosts if h not in self.failed_hosts]
+
+    def image_of(self, role: Role) -> Image:
+        """The image `role`'s VMs are cloned from (and boot, with a kernel)."""
+        if isinstance(self.image, Image):
+            return self.image
+        return self.image[role]
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        """Every distinct image, in role order: what each live host keeps ready."""
+        if isinstance(self.image, Image):
+            return (self.image,)
+        return tuple(dict.fromkeys(self.image[r] for r in Role if r in self.image))
+
+    @property
+    def image_per_role(self) -> bool:
+        return not isinstance(self.image, Image)
 
     def size_of(self, role: Role) -> Size:
         return self.sizes.get(role, DEFAULT_SIZES[role])
@@ -357,12 +388,7 @@ def parse_topology(raw: Mapping[str, Any]) -> Topology:
         if key in raw and (problem := rules.secret(raw[key])) is not None:
             c.add(_key(key), None, problem)  # a secret's value is never shown
     network = _parse_network(c, raw.get("network"))
-    image_raw = c.mapping(_key("image"), raw.get("image"))
-    image = None
-    if image_raw is not None:
-        c.unknown_keys(_key("image"), image_raw, schema.IMAGE_FIELDS)
-        source = c.string(_key("image") + ".source", image_raw.get("source"), rule=rules.image_source)
-        image = Image(source) if source else None
+    image = _parse_image(c, raw.get("image"))
     hosts = _parse_hosts(c, raw.get("hosts"))
     nodes = _parse_nodes(c, raw.get("nodes"))
     spares = c.names(_key("spares"), raw.get("spares"))
@@ -439,6 +465,48 @@ def _ips(c: _Collector, path: str, value: Any) -> tuple[str, ...] | None:
     for i in bad:
         c.add(f"{path}[{i}]", value[i], "must be an IP address")
     return None if bad else tuple(str(v) for v in value)
+
+
+def _parse_image(c: _Collector, value: Any) -> Image | dict[Role, Image] | None:
+    """One image for all roles (`{source, ...}`) or one per role (`{mysql: {source, ...}, ...}`):
+    per role when no image field is among the keys and a role is, or every value is a mapping."""
+    path = _key("image")
+    raw = c.mapping(path, value)
+    if raw is None:
+        return None
+    roles = [r.value for r in Role]
+    per_role = not any(k in schema.IMAGE_FIELDS for k in raw) and (
+        any(k in roles for k in raw) or (bool(raw) and all(isinstance(v, Mapping) for v in raw.values())))
+    if not per_role:
+        return _parse_one_image(c, path, raw)
+    c.unknown_keys(path, raw, roles)
+    images: dict[Role, Image] = {}
+    for role in Role:
+        if role.value in raw:
+            spec = c.mapping(f"{path}.{role.value}", raw[role.value])
+            image = _parse_one_image(c, f"{path}.{role.value}", spec) if spec is not None else None
+            if image is not None:
+                images[role] = image
+    return images
+
+
+def _parse_one_image(c: _Collector, path: str, raw: Mapping[Any, Any]) -> Image | None:
+    c.unknown_keys(path, raw, schema.IMAGE_FIELDS)
+    source = c.string(f"{path}.source", raw.get("source"), rule=rules.image_source)
+    kernel = c.string(f"{path}.kernel", raw.get("kernel"), False, rules.local_file)
+    initrd = c.string(f"{path}.initrd", raw.get("initrd"), False, rules.local_file)
+    cmdline = c.string(f"{path}.cmdline", raw.get("cmdline"), False, rules.kernel_cmdline)
+    both = "kernel and initrd go together (direct kernel boot): set both or neither"
+    if raw.get("kernel") is not None and raw.get("initrd") is None:
+        c.add(f"{path}.initrd", None, f"is missing; {both}")
+    if raw.get("initrd") is not None and raw.get("kernel") is None:
+        c.add(f"{path}.kernel", None, f"is missing; {both}")
+    if raw.get("cmdline") is not None and raw.get("kernel") is None:
+        c.add(f"{path}.cmdline", raw.get("cmdline"),
+              "applies to direct kernel boot only; set kernel and initrd too, or drop it")
+    if source is None or (kernel is None) != (initrd is None):
+        return None
+    return Image(source, kernel, initrd, cmdline)
 
 
 def _parse_hosts(c: _Collector, value: Any) -> dict[str, Host]:
@@ -601,6 +669,12 @@ def validate(t: Topology) -> list[Problem]:
         ips.setdefault(ip, name)
 
     problems.extend(_vip_problems(t, network, gateway, ips))
+    if not isinstance(t.image, Image):
+        for role in Role:
+            if role not in t.image and t.nodes_of(role):
+                add(Problem(f"{_key('image')}.{role.value}", None,
+                            f"is missing: {role.value} nodes need an image; add {role.value}: "
+                            "{source: ...} to mac:image, or use one image for all roles"))
     for role in Role:
         count = len(t.nodes_of(role))
         if count < MIN_NODES[role]:
@@ -665,7 +739,8 @@ def to_config(t: Topology) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "network": {"bridge": t.network.bridge, "cidr": t.network.cidr,
                     "gateway": t.network.gateway},
-        "image": {"source": t.image.source},
+        "image": (_image_config(t.image) if isinstance(t.image, Image)
+                  else {role.value: _image_config(image) for role, image in t.image.items()}),
         "hosts": {name: _host_config(h) for name, h in t.hosts.items()},
         "spares": list(t.spares),
         "failedHosts": list(t.failed_hosts),
@@ -704,4 +779,12 @@ def _host_config(h: Host) -> dict[str, Any]:
         spec["poolPath"] = h.pool_path
     if h.domain_type != "kvm":
         spec["domainType"] = h.domain_type
+    return spec
+
+
+def _image_config(image: Image) -> dict[str, Any]:
+    spec: dict[str, Any] = {"source": image.source}
+    for key in ("kernel", "initrd", "cmdline"):
+        if getattr(image, key) is not None:
+            spec[key] = getattr(image, key)
     return spec

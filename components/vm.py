@@ -1,8 +1,9 @@
 """Vm: one node as a libvirt domain on its host.
 
-Root volume (copy-on-write over the host's base image), a cloud-init disk (user-data from the
+Root volume (copy-on-write over its role's base image on the host), a cloud-init disk (user-data from the
 role, network-config with the node's static IP, meta-data with its hostname) and the domain on
-the bridge. Every resource uses the provider of the node's host.
+the bridge, booting the role's kernel directly when its image has one. Every resource uses the
+provider of the node's host.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pulumi_libvirt as libvirt
 
 from components import naming
 from components.host import HypervisorHost
-from components.topology import Network, Node, Size
+from components.topology import Image, Network, Node, Size
 
 TYPE_TOKEN = "mac:index:Vm"
 GIB = 1024**3
@@ -55,6 +56,17 @@ def network_config(node: Node, network: Network) -> str:
     return _yaml_text({"version": 2, "ethernets": {INTERFACE: ethernet}})
 
 
+def cmdline_maps(cmdline: str) -> list[dict[str, str]]:
+    """The kernel command line as pulumi_libvirt's `cmdlines`: one map per word, in order, so
+    MAC's provider (which joins them with spaces, a `_` key for a bare word) gives the kernel
+    exactly `cmdline`."""
+    maps = []
+    for word in cmdline.split():
+        key, sep, value = word.partition("=")
+        maps.append({key: value} if sep and key and key != "_" else {"_": word})
+    return maps
+
+
 def meta_data(node: Node, cluster_name: str) -> str:
     """cloud-init meta-data. The instance-id is per node: cloud-init runs once per fresh disk."""
     return _yaml_text({"instance-id": f"{cluster_name}-{node.name}", "local-hostname": node.name})
@@ -66,6 +78,7 @@ class VmArgs:
     size: Size
     network: Network
     host: HypervisorHost
+    image: Image  # the node's role's image (Topology.image_of)
     user_data: pulumi.Input[str]  # the role's #cloud-config; a secret Output when it holds secrets
     cluster_name: str = "mac"
 
@@ -91,7 +104,7 @@ class Vm(pulumi.ComponentResource):
             naming.vm_root_volume(node.name),
             name=f"{node.name}-root.qcow2",
             pool=pool,
-            base_volume_id=args.host.base_image.id,
+            base_volume_id=args.host.base_image(args.image).id,
             size=args.size.disk_gib * GIB,
             format="qcow2",
             opts=on_host,
@@ -109,6 +122,13 @@ class Vm(pulumi.ComponentResource):
                 on_host, pulumi.ResourceOptions(additional_secret_outputs=["userData"])
             ),
         )
+        boot: dict[str, Any] = {}
+        cmdline = args.image.kernel_cmdline
+        if args.image.kernel is not None and args.image.initrd is not None and cmdline is not None:
+            # A volume's id in a dir pool is its path on the host: what <os><kernel> takes.
+            boot = {"kernel": args.host.boot_file(args.image.kernel).id,
+                    "initrd": args.host.boot_file(args.image.initrd).id,
+                    "cmdlines": cmdline_maps(cmdline)}
         self.domain = libvirt.Domain(
             naming.vm_domain(node.name),
             name=node.name,
@@ -131,6 +151,7 @@ class Vm(pulumi.ComponentResource):
             ],
             # Cloud images log to the serial console; without one some hang at boot.
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
+            **boot,
             opts=on_host,
         )
         self.register_outputs({

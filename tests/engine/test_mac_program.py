@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from components.stack_file import load_topology, stack_path, write_topology
+from components.topology import Role
 from tests.engine.conftest import (
     ENGINE,
     PROGRAM_PROVIDERS,
@@ -124,7 +125,7 @@ def run_ci_scenario(project: Path, p: Pulumi, hosts: dict[str, Host]) -> dict[st
     path = stack_path(project, "ci")
     point_hosts_at(project, "ci", hosts)
     topo = load_topology(path)
-    hypervisor.tiny_qcow2(Path(topo.image.source))
+    hypervisor.tiny_qcow2(Path(topo.image_of(Role.MYSQL).source))
     times: dict[str, float] = {}
     p.run("stack", "init", "ci")
     try:

@@ -21,7 +21,7 @@ import pytest
 
 from components import naming
 from components.stack_file import load_topology, stack_path, write_topology
-from components.topology import Host, Topology
+from components.topology import Host, Role, Topology
 from tests.engine.conftest import (
     ENGINE,
     PASSPHRASE,
@@ -127,7 +127,7 @@ def test_host_failover_against_real_cli_and_libvirt(
     path = stack_path(project, "ci")
     point_hosts_at(project, "ci", libvirt_hosts)
     topo = load_topology(path)
-    hypervisor.tiny_qcow2(Path(topo.image.source))
+    hypervisor.tiny_qcow2(Path(topo.image_of(Role.MYSQL).source))
     p = pulumi_in(project)
     p.run("stack", "init", "ci")
     dead = libvirt_hosts["h1"]

@@ -177,7 +177,7 @@ def test_good_pool_paths_and_users_pass() -> None:
 @pytest.mark.parametrize(("path", "value"), [("network.bridge", "br0; x"), ("network.bridge", "b" * 16),
                                              ("image.source", "ftp://x/y.qcow2"),
                                              ("image.source", "https://x/a b.qcow2"),
-                                             ("image.source", "relative/path.qcow2"),
+                                             ("image.source", "relative/../path.qcow2"),
                                              ("network.cidr", "fd00::/64"),
                                              ("hosts.kvm1.uri", "qemu+ssh://root@[10.0.0.11/system"),
                                              ("watchdog", {"webhookUrl": "https://x/\nInjected: 1"})])
