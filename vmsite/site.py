@@ -61,6 +61,8 @@ class Site:
     sshds: dict[str, sshd.Sshd] = field(default_factory=dict)
     lock: SiteLock = field(default_factory=SiteLock)
     timings: dict[str, float] = field(default_factory=dict)
+    # Who else reads pulumi's output lines (bench/vm.py: each resource's duration).
+    line_sinks: list[Callable[[str], None]] = field(default_factory=list)
 
     @property
     def pulumi(self) -> Pulumi:
@@ -126,8 +128,15 @@ class Site:
     def deploy(self, what: str, on_line: Callable[[str], None] | None = None) -> float:
         """`pulumi up` of the working copy; its wall time."""
         started = time.monotonic()
+        show = on_line or self._progress
+
+        def each(line: str) -> None:
+            show(line)
+            for sink in self.line_sinks:
+                sink(line)
+
         self.pulumi("up", "--stack", STACK, "--yes", "--skip-preview", "--message", what,
-                    on_line=on_line or self._progress)
+                    on_line=each)
         took = round(time.monotonic() - started, 1)
         self.say(f"pulumi up ({what}): {took} s")
         return took
