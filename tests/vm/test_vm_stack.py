@@ -19,7 +19,11 @@ import pytest
 
 from components.topology import Role
 from lab.netns import namespaces
+from vmimage.boot import EXPECTED_UNITS
 from vmsite.site import Site
+
+# What the post-boot steps change on top of a role's cloud-config (garbd-start starts garbd).
+POST_BOOT_UNITS = {Role.LB: {"mac-garbd.service": "active"}}
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 
@@ -100,6 +104,13 @@ def test_cloud_init_applied_static_ip_and_role(vm_site: Site) -> None:
         assert code == 0, out
         assert out.splitlines()[0] == name
         assert f"{node.ip}/24" in out and "status: done" in out, out
+        # The role's units as its cloud-config and the post-boot steps leave them (the packaged
+        # services stay disabled: MAC's own units run them).
+        units = {**EXPECTED_UNITS[node.role], **POST_BOOT_UNITS.get(node.role, {})}
+        _, out = vm_site.ssh(node.ip, " ; ".join(
+            f"echo {u}=$(systemctl {'is-active' if want == 'active' else 'is-enabled'} {u})"
+            for u, want in units.items()))
+        assert set(out.split()) >= {f"{u}={want}" for u, want in units.items()}, (name, out)
 
 
 def test_galera_has_two_data_nodes_and_garbd(vm_site: Site) -> None:
