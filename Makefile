@@ -88,11 +88,11 @@ lab: venv
 lab-down: venv
 	$(PY) -m lab down
 
-# The vm stack (root, `make engine` and `make images` first): 4 local libvirtd hosts + their sshds
-# and 5 real VMs in the namespace mac-vm, deployed by `pulumi up` from stacks/Pulumi.vm.yaml
-# (README: "The vm stack"). Stays until Ctrl-C, which destroys it; `make vm-down` from another
-# shell (or after a crash) removes everything it made.
-vm: venv
+# The vm stack (root): 4 local libvirtd hosts + their sshds and 5 real VMs in the namespace mac-vm,
+# deployed by `pulumi up` from stacks/Pulumi.vm.yaml (README: "The vm stack"). Builds what is
+# missing first (engine and images are no-ops once built). Stays until Ctrl-C, which destroys it;
+# `make vm-down` from another shell (or after a crash) removes everything it made.
+vm: venv engine-packages engine images
 	$(PY) -m vmsite up
 
 vm-down: venv
