@@ -1,15 +1,23 @@
-"""The vm stack's network namespace: a bridge holding the gateway and the hosts' management
-addresses. Every process that talks to VM or host addresses runs in it (`argv`)."""
+"""The vm stack's networks: one namespace per host plus a "switch" namespace joining them.
+
+- `mac-vm`: the switch and the operator's seat. A bridge (the stack's `network.bridge` name)
+  holding the gateway address; pulumi, the post-boot SSH steps, the watchdog and the tests run
+  here (`argv`).
+- `mac-vm-<host>`: one per host, its own network stack like a real machine: a bridge of the same
+  name holding the host's management address (its sshd listens there), the taps of the VMs its
+  libvirtd starts (each libvirtd names its taps vnet0, vnet1, ... without knowing the others, so
+  hosts sharing one namespace collide), and a veth uplink to the switch's bridge.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 
 from components.topology import Network
 from lab.netns import delete_namespace, ip, namespaces, wait_exited
 
 NAMESPACE = "mac-vm"
+UPLINK = "uplink"  # the host end of a host's veth, inside its namespace
 
 
 def argv(netns: str, command: Sequence[str]) -> list[str]:
@@ -17,29 +25,44 @@ def argv(netns: str, command: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", netns, *command]
 
 
-def create(netns: str, network: Network, addresses: Sequence[str]) -> None:
-    """The namespace with lo up and `network.bridge` holding the gateway and `addresses` (the hosts'
-    management addresses), all in `network`'s prefix."""
-    prefix = network.prefix_len
+def host_namespace(switch: str, host: str) -> str:
+    return f"{switch}-{host}"
+
+
+def switch_port(host: str) -> str:
+    """The switch end of a host's veth (IFNAMSIZ: 15 characters)."""
+    return f"mvh-{host}"[:15]
+
+
+def _bridge(netns: str, network: Network, addresses: Sequence[str]) -> None:
+    """`netns` (created if needed) with lo up and `network.bridge` up, holding `addresses`."""
     if netns not in namespaces():
         ip("netns", "add", netns)
     ip("-n", netns, "link", "set", "lo", "up")
     links = ip("-n", netns, "-o", "link", "show", check=False).stdout
     if f": {network.bridge}:" not in links:
         ip("-n", netns, "link", "add", network.bridge, "type", "bridge")
-    for address in (network.gateway, *addresses):
-        ip("-n", netns, "addr", "replace", f"{address}/{prefix}", "dev", network.bridge)
+    for address in addresses:
+        ip("-n", netns, "addr", "replace", f"{address}/{network.prefix_len}", "dev", network.bridge)
     ip("-n", netns, "link", "set", network.bridge, "up")
 
 
-def remove_address(netns: str, network: Network, address: str) -> None:
-    """A host "powered off": its management address is gone from the bridge."""
-    ip("-n", netns, "addr", "del", f"{address}/{network.prefix_len}", "dev", network.bridge,
-       check=False)
+def create_switch(switch: str, network: Network) -> None:
+    """The switch namespace: its bridge holds the gateway address."""
+    _bridge(switch, network, [network.gateway])
 
 
-def add_address(netns: str, network: Network, address: str) -> None:
-    ip("-n", netns, "addr", "replace", f"{address}/{network.prefix_len}", "dev", network.bridge)
+def create_host(switch: str, host: str, network: Network, address: str) -> str:
+    """Host `host`'s namespace on the switch: its bridge with `address`, the uplink plugged in.
+    Returns the namespace's name."""
+    netns = host_namespace(switch, host)
+    _bridge(netns, network, [address])
+    port = switch_port(host)
+    if f": {port}@" not in ip("-n", switch, "-o", "link", "show", check=False).stdout:
+        ip("-n", switch, "link", "add", port, "type", "veth", "peer", "name", UPLINK, "netns", netns)
+    ip("-n", switch, "link", "set", port, "master", network.bridge, "up")
+    ip("-n", netns, "link", "set", UPLINK, "master", network.bridge, "up")
+    return netns
 
 
 def remove(netns: str) -> list[int]:
@@ -48,7 +71,3 @@ def remove(netns: str) -> list[int]:
     killed = delete_namespace(netns)
     wait_exited(killed)
     return killed
-
-
-def in_network(network: Network, address: str) -> bool:
-    return ipaddress.ip_address(address) in ipaddress.ip_network(network.cidr, strict=False)

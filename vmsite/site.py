@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.stack_file import load_topology, write_topology
-from components.topology import Role, Topology
+from components.topology import Network, Role, Topology
 from lab.netns import namespaces, wait_exited
 from vmsite import hypervisor, net, sshd
 from vmsite.lock import SiteLock, live_holder
@@ -63,6 +63,8 @@ class Site:
     timings: dict[str, float] = field(default_factory=dict)
     # Who else reads pulumi's output lines (bench/vm.py: each resource's duration).
     line_sinks: list[Callable[[str], None]] = field(default_factory=list)
+    network: Network | None = None
+    host_namespaces: list[str] = field(default_factory=list)
 
     @property
     def pulumi(self) -> Pulumi:
@@ -96,7 +98,8 @@ class Site:
         self.run.passphrase_file.write_text(secrets.token_hex(24) + "\n")
         self.run.passphrase_file.chmod(0o600)
         topology = make_working_copy(self.run, template)
-        net.create(self.netns, topology.network, [h.address for h in topology.hosts.values()])
+        self.network = topology.network
+        net.create_switch(self.netns, topology.network)
         for name, spec in topology.hosts.items():
             self.start_host(name, spec.address)
         self.timings["hosts_s"] = round(time.monotonic() - started, 1)
@@ -107,11 +110,17 @@ class Site:
         return self.topology()
 
     def start_host(self, name: str, address: str) -> None:
-        """Host `name`: its libvirtd + virtlogd in the namespace and an sshd on its address."""
-        host = self.hosts.get(name) or hypervisor.Host(name, self.run.host_dir(name), netns=self.netns)
+        """Host `name`: its namespace on the switch, its libvirtd + virtlogd and an sshd on its
+        address in there."""
+        assert self.network is not None
+        netns = net.create_host(self.netns, name, self.network, address)
+        if netns not in self.host_namespaces:
+            self.host_namespaces.append(netns)
+        self.record()
+        host = self.hosts.get(name) or hypervisor.Host(name, self.run.host_dir(name), netns=netns)
         self.hosts[name] = host
         host.start()
-        self.sshds[name] = sshd.start(host.dir / "sshd", address=address, port=22, netns=self.netns,
+        self.sshds[name] = sshd.start(host.dir / "sshd", address=address, port=22, netns=netns,
                                       client_key=self.run.key)
         self.record()
 
@@ -123,7 +132,7 @@ class Site:
         for name, server in self.sshds.items():
             if server.proc.poll() is None:
                 pids[f"{name}/sshd"] = server.proc.pid
-        self.run.save(Recorded(self.netns, pids))
+        self.run.save(Recorded(self.netns, pids, list(self.host_namespaces)))
 
     def deploy(self, what: str, on_line: Callable[[str], None] | None = None) -> float:
         """`pulumi up` of the working copy; its wall time."""
@@ -259,9 +268,11 @@ class Site:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         wait_exited(pids)
-        net.remove(recorded.netns if recorded else self.netns)
-        if self.netns in namespaces():
-            net.remove(self.netns)
+        for netns in {*(recorded.host_namespaces if recorded else []), *self.host_namespaces,
+                      *(recorded.netns if recorded else self.netns,), self.netns}:
+            if netns in namespaces():
+                net.remove(netns)
+        self.host_namespaces.clear()
         self.hosts.clear()
         self.sshds.clear()
         # Everything but the logs (pulumi's output, to read after a failed run).

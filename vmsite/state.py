@@ -25,10 +25,11 @@ def default_run_dir() -> Path:
 
 @dataclass
 class Recorded:
-    """What `up` started: the namespace and the PIDs (name -> pid) to stop."""
+    """What `up` started: the namespaces (the switch's, the hosts') and the PIDs (name -> pid)."""
 
     netns: str
     pids: dict[str, int] = field(default_factory=dict)
+    host_namespaces: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class RunDir:
     def load(self) -> Recorded | None:
         try:
             raw = json.loads(self.state_file.read_text())
-            return Recorded(str(raw["netns"]), {str(k): int(v) for k, v in raw["pids"].items()})
+            return Recorded(str(raw["netns"]), {str(k): int(v) for k, v in raw["pids"].items()},
+                            [str(n) for n in raw.get("host_namespaces", [])])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
