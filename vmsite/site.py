@@ -19,7 +19,7 @@ from pathlib import Path
 
 from components.stack_file import load_topology, write_topology
 from components.topology import Network, Role, Topology
-from lab.netns import namespaces, wait_exited
+from lab.netns import kill_namespace_processes, namespaces, wait_exited
 from vmsite import hypervisor, net, sshd
 from vmsite.lock import SiteLock, live_holder
 from vmsite.project import TEMPLATE, Pulumi, engine_missing, images_dir, make_working_copy
@@ -242,6 +242,11 @@ class Site:
     def down(self, destroy: bool = True) -> None:
         """`pulumi destroy` (when the hosts still answer), then `cleanup`."""
         if destroy and self.run.stack_file.exists() and self.netns in namespaces():
+            # What still runs in the switch namespace is ours and tearing down: an interrupted
+            # `pulumi up` (or one orphaned by a crash) and ssh connections. Its state lock too.
+            wait_exited(kill_namespace_processes(self.netns))
+            for lock in (self.run.backend / ".pulumi" / "locks").rglob("*.json"):
+                lock.unlink(missing_ok=True)
             try:
                 self.pulumi("destroy", "--stack", STACK, "--yes", "--skip-preview", timeout=600,
                             on_line=self._progress)
