@@ -3,7 +3,7 @@ PY      ?= .venv/bin/python
 STACK   ?= lab
 
 .PHONY: setup packages engine-packages image-packages images venv tools lint typecheck go-test test \
-	test-fast lab lab-down engine bench bench-engine bench-images validate preview
+	test-fast lab lab-down vm vm-down engine bench bench-engine bench-images bench-vm validate preview
 
 # Everything a fresh Debian machine needs: the daemons the lab runs (as root) and the venv.
 setup: packages venv
@@ -96,6 +96,16 @@ lab: venv
 lab-down: venv
 	$(PY) -m lab down
 
+# The vm stack (root): 4 local libvirtd hosts + their sshds and 5 real VMs in the namespace mac-vm,
+# deployed by `pulumi up` from stacks/Pulumi.vm.yaml (README: "The vm stack"). Builds what is
+# missing first (engine and images are no-ops once built). Stays until Ctrl-C, which destroys it;
+# `make vm-down` from another shell (or after a crash) removes everything it made.
+vm: venv engine-packages engine images
+	$(PY) -m vmsite up
+
+vm-down: venv
+	$(PY) -m vmsite down
+
 # `pulumi preview --policy-pack policy` with the engine from `make engine` (default stack: ci;
 # PREVIEW_STACKS="ci dev" MAC_PREVIEW_REMOTE=1 for stacks with remote hosts). See tools/preview.sh.
 PREVIEW_STACKS ?= ci
@@ -109,6 +119,10 @@ engine:
 
 bench-images: venv
 	$(PY) bench/images.py
+
+# The vm stack's figures (root; brings the stack up and destroys it): JSON on stdout.
+bench-vm: venv
+	$(PY) bench/vm.py
 
 bench: venv
 	$(PY) bench/failover.py

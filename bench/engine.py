@@ -36,9 +36,9 @@ from tests.engine.conftest import (
     engine_missing,
     provider_missing,
 )
-from tests.engine.hypervisor import Host, ensure_bridge, missing, remove_bridge
 from tests.engine.test_engine_basics import write_project
 from tests.engine.test_mac_program import run_ci_scenario
+from vmsite.hypervisor import Host, ensure_bridge, missing, remove_bridge
 
 
 def build_figures() -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Cold builds into a new directory (the cached images in .images/ stay as they are), builds again
 there (the no-op rebuild: stamps unchanged), then boots one VM per tier at once from those images
-with the ci stack's cloud-config (vmimage/boot.py: namespace, TCG, the same checks as
-tests/vm/test_images.py) and prints one JSON object. `--images DIR` skips the cold build and
+with the ci stack's cloud-config (vmimage/boot.py: namespace, TCG, plain qemu; each tier's IP,
+sshd, cloud-init, units and service) and prints one JSON object. `--images DIR` skips the cold build and
 measures the no-op rebuild and the boots on DIR.
 
 Usage: .venv/bin/python bench/images.py [--images .images] [--keep DIR]

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.engine.hypervisor import Host, ensure_bridge, remove_bridge
-from tests.engine.hypervisor import missing as hypervisor_missing
+from vmsite.hypervisor import Host, ensure_bridge, remove_bridge
+from vmsite.hypervisor import missing as hypervisor_missing
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINE = REPO / ".engine"

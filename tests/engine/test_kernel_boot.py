@@ -19,7 +19,6 @@ import pytest
 from components.host import pool_volume_name
 from components.stack_file import load_topology, stack_path, write_topology
 from components.topology import DEFAULT_KERNEL_CMDLINE, Image, Role
-from tests.engine import hypervisor
 from tests.engine.conftest import (
     PROGRAM_PROVIDERS,
     Pulumi,
@@ -27,8 +26,9 @@ from tests.engine.conftest import (
     copy_project,
     require_providers,
 )
-from tests.engine.hypervisor import Host
 from tests.engine.test_mac_program import point_hosts_at, resources
+from vmsite import hypervisor
+from vmsite.hypervisor import Host
 
 pytestmark = pytest.mark.engine
 

@@ -23,7 +23,6 @@ import pytest
 
 from components.stack_file import load_topology, stack_path, write_topology
 from components.topology import Role
-from tests.engine import hypervisor
 from tests.engine.conftest import (
     ENGINE,
     PROGRAM_PROVIDERS,
@@ -32,8 +31,9 @@ from tests.engine.conftest import (
     copy_project,
     require_providers,
 )
-from tests.engine.hypervisor import Host
 from tests.engine.test_engine_basics import write_project
+from vmsite import hypervisor
+from vmsite.hypervisor import Host
 
 pytestmark = pytest.mark.engine
 

@@ -20,8 +20,8 @@ import pytest
 
 from tests.engine import golden
 from tests.engine.conftest import TEST_BRIDGE, PulumiFactory, require_providers
-from tests.engine.hypervisor import Host
 from tests.engine.test_engine_basics import write_project
+from vmsite.hypervisor import Host
 
 pytestmark = pytest.mark.engine
 

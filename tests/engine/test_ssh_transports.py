@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine import sshd
 from tests.engine.conftest import PulumiFactory, require_providers
-from tests.engine.hypervisor import Host
 from tests.engine.test_engine_basics import write_project
+from vmsite import sshd
+from vmsite.hypervisor import Host
 
 pytestmark = pytest.mark.engine
 

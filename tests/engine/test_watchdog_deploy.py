@@ -22,7 +22,6 @@ import pytest
 from components import naming
 from components.stack_file import load_topology, stack_path, write_topology
 from components.topology import Host, Role, Topology
-from tests.engine import hypervisor
 from tests.engine.conftest import (
     ENGINE,
     PASSPHRASE,
@@ -34,6 +33,7 @@ from tests.engine.conftest import (
 )
 from tests.engine.test_engine_basics import write_project
 from tests.engine.test_mac_program import point_hosts_at
+from vmsite import hypervisor
 from watchdog.alert import Alerter
 from watchdog.deploy import Deployer
 from watchdog.detect import Failures

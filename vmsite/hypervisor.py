@@ -1,5 +1,5 @@
-"""Local libvirtd "hosts" for the engine tests: several on one machine, started by hand (no
-systemd) and stopped by PID.
+"""Local libvirtd "hosts": several on one machine, started by hand (no systemd) and stopped by PID.
+The engine tests (tests/engine) and the vm stack (`make vm`, vmsite/site.py) use them.
 
 Each host is one libvirtd + virtlogd in its own mount namespace (`unshare -m`), with private bind
 mounts over /run/libvirt, /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt,
@@ -9,6 +9,9 @@ qemu runs as root in these instances: with Debian's default (libvirt-qemu) every
 re-probes QEMU's capabilities for ~45 s (see LAB-NOTES.md). KVM guests hang on these machines,
 so every domain is TCG (`type='qemu'`). Nothing outside the hosts' directories is touched except
 the test bridge, which the tests create and remove.
+
+With `netns` set, the daemons start inside that network namespace (`ip netns exec`), so the taps
+of the domains they start join a bridge that lives there (the vm stack's).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class Host:
     dir: Path
     pids: list[int] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    netns: str | None = None  # the network namespace the daemons (and so the guests) run in
 
     @property
     def socket(self) -> Path:
@@ -101,8 +105,11 @@ class Host:
                   f"{_exe('virtlogd')} -d -p {self.dir / 'virtlogd.pid'} && "
                   f"exec {_exe('libvirtd')} --pid-file {self.dir / 'libvirtd.pid'}")
         log = open(self.dir / "libvirtd.log", "ab")  # noqa: SIM115 (closed once the child has it)
-        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
+        if self.netns is not None:  # `ip netns exec` execs: the PID stays libvirtd's
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
         while not self.answers():

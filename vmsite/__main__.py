@@ -1,0 +1,5 @@
+import sys
+
+from vmsite.cli import main
+
+sys.exit(main())
