@@ -38,7 +38,7 @@ from tests.engine.conftest import (
 )
 from tests.engine.test_engine_basics import write_project
 from tests.engine.test_mac_program import run_ci_scenario
-from vmsite.hypervisor import Host, ensure_bridge, missing, remove_bridge
+from vmsite.hypervisor import Host, local_hosts, missing
 
 
 def build_figures() -> dict[str, Any]:
@@ -89,25 +89,18 @@ def main() -> int:
         print(json.dumps({"error": why}))
         return 2
     work = Path(tempfile.mkdtemp(prefix="mac-bench-engine-"))
-    hosts = {name: Host(name, work / "hosts" / name) for name in LOCAL_HOSTS}
-    created_bridge = ensure_bridge(TEST_BRIDGE)
     runs: list[dict[str, float]] = []
     try:
-        for host in hosts.values():
-            host.start()
-        for i in range(args.runs):
-            project = copy_project(work / f"run{i}" / "mac", stacks=["ci"])
-            home, backend = work / f"run{i}" / "home", work / f"run{i}" / "backend"
-            home.mkdir()
-            backend.mkdir()
-            (home / "plugins").symlink_to(PLUGINS)
-            runs.append(run_ci_scenario(project, Pulumi(project, home, backend), hosts))
-        upload = upload_rate(work, hosts["h1"])
+        with local_hosts(work / "hosts", LOCAL_HOSTS, TEST_BRIDGE) as hosts:
+            for i in range(args.runs):
+                project = copy_project(work / f"run{i}" / "mac", stacks=["ci"])
+                home, backend = work / f"run{i}" / "home", work / f"run{i}" / "backend"
+                home.mkdir()
+                backend.mkdir()
+                (home / "plugins").symlink_to(PLUGINS)
+                runs.append(run_ci_scenario(project, Pulumi(project, home, backend), hosts))
+            upload = upload_rate(work, hosts["h1"])
     finally:
-        for host in hosts.values():
-            host.stop()
-        if created_bridge:
-            remove_bridge(TEST_BRIDGE)
         shutil.rmtree(work, ignore_errors=True)
     ci = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     print(json.dumps({"ci_stack": ci, "runs": len(runs), "nodes": 5, "hosts": len(hosts),

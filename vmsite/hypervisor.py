@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,17 +167,27 @@ class Host:
         self.socket.unlink(missing_ok=True)
 
 
-def ensure_bridge(name: str) -> bool:
-    """Create the bridge the test domains plug into (no address, no uplink); True if created."""
-    if Path("/sys/class/net", name).exists():
-        return False
-    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
-    subprocess.run(["ip", "link", "set", name, "up"], check=True)
-    return True
-
-
-def remove_bridge(name: str) -> None:
-    subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+@contextlib.contextmanager
+def local_hosts(base: Path, names: Sequence[str], bridge: str) -> Iterator[dict[str, Host]]:
+    """Libvirtd hosts `names` under `base`, started, each in a network namespace of its own
+    holding `bridge` (no address, no uplink), stopped by PID and their namespaces removed at the
+    end. Each libvirtd names its taps vnet0, vnet1, ... without knowing the others: hosts that
+    share one namespace collide ("Unable to create tap device") when they start domains at once."""
+    hosts = {name: Host(name, base / name, netns=f"mac-eng-{name}") for name in names}
+    try:
+        for host in hosts.values():
+            assert host.netns is not None
+            subprocess.run(["ip", "netns", "add", host.netns], check=True, capture_output=True)
+            subprocess.run(["ip", "-n", host.netns, "link", "add", bridge, "type", "bridge"], check=True)
+            subprocess.run(["ip", "-n", host.netns, "link", "set", bridge, "up"], check=True)
+        for host in hosts.values():
+            host.start()
+        yield hosts
+    finally:
+        for host in hosts.values():
+            host.stop()
+            if host.netns is not None:
+                subprocess.run(["ip", "netns", "del", host.netns], check=False, capture_output=True)
 
 
 def tiny_qcow2(path: Path, size: str = "16M") -> Path:

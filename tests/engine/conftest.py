@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from vmsite.hypervisor import Host, ensure_bridge, remove_bridge
+from vmsite.hypervisor import Host, local_hosts
 from vmsite.hypervisor import missing as hypervisor_missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,20 +151,10 @@ TEST_BRIDGE = "virbr-mac"  # the ci stack's network.bridge
 
 @pytest.fixture(scope="session")
 def libvirt_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Host]]:
-    """Four local libvirtd hosts (own sockets, run/state dirs, qemu.conf) for the whole session,
-    and the bridge the ci stack's domains plug into. Stopped by PID at the end."""
+    """Four local libvirtd hosts (own sockets, run/state dirs, qemu.conf, network namespace with
+    the bridge the ci stack's domains plug into) for the whole session. Stopped by PID at the end."""
     why = hypervisor_missing()
     if why:
         pytest.skip(why)
-    base = tmp_path_factory.mktemp("hosts")
-    hosts = {name: Host(name, base / name) for name in LOCAL_HOSTS}
-    created_bridge = ensure_bridge(TEST_BRIDGE)
-    try:
-        for host in hosts.values():
-            host.start()
+    with local_hosts(tmp_path_factory.mktemp("hosts"), LOCAL_HOSTS, TEST_BRIDGE) as hosts:
         yield hosts
-    finally:
-        for host in hosts.values():
-            host.stop()
-        if created_bridge:
-            remove_bridge(TEST_BRIDGE)
