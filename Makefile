@@ -30,6 +30,14 @@ engine-packages:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(ENGINE_PACKAGES); \
 	else echo "not root: skipping Debian packages ($(ENGINE_PACKAGES))"; fi
 
+# Simulated BMCs for the vm stack's hosts (OpenIPMI's ipmi_sim) and IPMI fencing the way real sites
+# do it: ClusterLabs' fence_ipmilan (fence-agents) driving ipmitool. README "Fencing with IPMI".
+BMC_PACKAGES = openipmi fence-agents ipmitool
+bmc-packages:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BMC_PACKAGES); \
+	else echo "not root: skipping Debian packages ($(BMC_PACKAGES))"; fi
+
 # Golden images per tier (root): Debian bookworm + the role's packages, one qcow2 with its kernel
 # and initrd per tier in .images/ (git-ignored; MAC_IMAGES_DIR elsewhere). Rebuilds only what
 # changed (a stamp per output hashes package lists + vmimage/build.py); cold ~3 min, no-op ~1 s.

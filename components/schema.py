@@ -156,7 +156,8 @@ KEYS: tuple[Key, ...] = (
         + ". `uri`: its libvirt URI (`qemu+ssh://root@HOST[:PORT]/system`, `qemu+tcp://...`, "
         "`qemu:///system`, `qemu+unix:///system?socket=...`, `test:///default`). `address`: an IP or host "
         "name without a port, probed on TCP 22. `fence`: a command line that powers the host off "
-        "(split like a shell line, run without a shell, e.g. `ipmitool ... chassis power off`), or "
+        "(split like a shell line, run without a shell; for a BMC `fence_ipmilan ... --action off`, "
+        "see *Fencing with IPMI*), or "
         "`none` to let the watchdog act without fencing. `poolPath`: the storage pool directory "
         "(default `/var/lib/libvirt/mac`), " + rules.PATH_RULE + ". `domainType`: `kvm` (default) or "
         "`qemu` for hosts without KVM.",

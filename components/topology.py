@@ -441,7 +441,9 @@ def _parse_network(c: _Collector, value: Any) -> Network | None:
         try:
             net = ipaddress.ip_network(cidr, strict=True)
         except ValueError as err:
-            c.add(f"{path}.cidr", cidr, f"is not a network in CIDR form like 192.168.50.0/24 ({err})")
+            # ipaddress's reason ("has host bits set") helps; it also repeats the whole value.
+            why = f" ({err})" if len(str(err)) <= 80 else ""
+            c.add(f"{path}.cidr", cidr, f"is not a network in CIDR form like 192.168.50.0/24{why}")
             cidr = None
         else:
             if net.version != 4:

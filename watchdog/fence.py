@@ -18,6 +18,7 @@ from typing import Any
 from components.topology import FENCE_NONE, Host
 from watchdog.children import Children
 from watchdog.errors import FenceError, FenceRefused
+from watchdog.ipmitool import PASSWORD_ENV, uses_wrapper
 
 DEFAULT_FENCE_TIMEOUT_S = 60.0
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ def fence(host: Host, timeout_s: float = DEFAULT_FENCE_TIMEOUT_S,
         argv = shlex.split(host.fence)
     except ValueError as err:
         raise FenceError(f"mac:hosts.{host.name}.fence cannot be parsed ({err}); fix its quoting") from None
+    if uses_wrapper(argv) and not os.environ.get(PASSWORD_ENV):
+        # fence_ipmilan would only say "Unable to obtain correct plug status": say why here.
+        raise FenceError(f"the fence command for {host.name} takes the BMC password from "
+                         f"{PASSWORD_ENV}, which is not set in the watchdog's environment; set it "
+                         "(systemd: EnvironmentFile=/etc/default/mac-watchdog, mode 0600)")
     log.info("fence %s: running %s", host.name, argv[0])
     options: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE,
                                "stderr": subprocess.STDOUT}
