@@ -3,7 +3,7 @@ PY      ?= .venv/bin/python
 STACK   ?= lab
 
 .PHONY: setup packages engine-packages image-packages images venv tools lint typecheck go-test test \
-	test-fast lab lab-down vm vm-down engine bench bench-engine bench-images bench-vm validate preview
+	test-fast lab lab-down vm vm-down drill engine bench bench-engine bench-images bench-vm validate preview
 
 # Everything a fresh Debian machine needs: the daemons the lab runs (as root) and the venv.
 setup: packages venv
@@ -105,6 +105,11 @@ vm: venv engine-packages engine images
 
 vm-down: venv
 	$(PY) -m vmsite down
+
+# On the running vm stack (`make vm` in another shell): a host with a DB and a web node loses power
+# under load, the real watchdog brings the site back on the spare; prints the timeline. README.
+drill: venv
+	$(PY) -m vmsite drill
 
 # `pulumi preview --policy-pack policy` with the engine from `make engine` (default stack: ci;
 # PREVIEW_STACKS="ci dev" MAC_PREVIEW_REMOTE=1 for stacks with remote hosts). See tools/preview.sh.
