@@ -259,7 +259,11 @@ class DrillResult:
 
 
 def _short(entry: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in entry.items() if k not in ("plan",)}
+    """A journal entry as the timeline shows it: the plan and the pruned URNs counted, not listed."""
+    out = {k: v for k, v in entry.items() if k not in ("plan", "removed")}
+    if "removed" in entry:
+        out["removed"] = f"{len(entry['removed'])} resources"
+    return out
 
 
 def journal_since(site: Site, since: float) -> list[dict[str, Any]]:
@@ -497,12 +501,18 @@ def isolation_drill(site: Site, watch_s: float = 30.0, say: Callable[[str], None
 def no_spare_drill(site: Site, host: str, watch_s: float = 30.0,
                    say: Callable[[str], None] = print) -> DrillResult:
     """`host` dies while no spare is left: refusal and alert, nothing fenced/written/deployed.
-    The host is powered on again afterwards."""
+    The host is powered on again afterwards and its VMs started (virsh start, as an operator
+    would: the program sets autostart=False)."""
     if site.topology().spares:
         raise DrillError(f"no-spare drill needs no spare left; mac:spares is {list(site.topology().spares)}")
     say(f"power cut: {host}, no spare left")
-    result = quiet_drill(site, "no-spare", lambda: site.power(host, on=False),
-                         lambda: site.power(host, on=True), watch_s, say)
+    def heal() -> None:
+        site.power(host, on=True)
+        h = hypervisor.Host(host, site.run.host_dir(host))
+        for name in sorted(domains(site, host, running=False)):
+            h.virsh("start", name, check=False)
+
+    result = quiet_drill(site, "no-spare", lambda: site.power(host, on=False), heal, watch_s, say)
     result.victim = host
     return result
 
