@@ -23,8 +23,10 @@ packages:
 	else echo "not root: skipping Debian packages ($(LAB_PACKAGES) $(OPS_PACKAGES) $(WATCHDOG_PACKAGES))"; fi
 
 # Local hypervisors for the engine tests (libvirtd + TCG qemu, started by the tests by hand), and
-# what the real-boot test builds its golden image with (mmdebstrap, mkfs.ext4).
-ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
+# what the real-boot test builds its golden image with (mmdebstrap, mkfs.ext4). netcat-openbsd:
+# virsh over qemu+ssh with `?socket=` (the watchdog's reclaim on the vm stack) runs `nc -U` there.
+ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils mmdebstrap e2fsprogs \
+	netcat-openbsd
 engine-packages:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(ENGINE_PACKAGES); \

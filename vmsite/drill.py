@@ -356,6 +356,10 @@ def _wait_recovered(result: DrillResult, site: Site, watchdog: WatchdogRun, befo
         finished = any(e.get("event") == "finished" for e in entries)
         if _poll_site(result, site, before, victims) and finished:
             return
+        refused = watchdog.first(lambda e: e.get("event") == "decision"
+                                 and e.get("action") == "refuse", result.killed_at)
+        if refused is not None:
+            raise DrillError(f"{result.scenario}: the watchdog refused: {refused.get('reason')}")
         if watchdog.proc is not None and watchdog.proc.poll() is not None:
             raise DrillError(f"mac-watchdog run exited {watchdog.proc.returncode} during the drill")
         time.sleep(POLL_S)

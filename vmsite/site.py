@@ -44,7 +44,7 @@ def missing() -> str | None:
     why = hypervisor.missing() or sshd.missing() or engine_missing()
     if why:
         return why
-    for tool in ("curl", "ip"):
+    for tool in ("curl", "ip", "nc"):
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     images = images_dir()
