@@ -52,10 +52,7 @@ def scenarios(site: Site, only: str | None) -> None:
                           "took_s": round(time.monotonic() - started, 1)}), flush=True)
         lb = site.topology().nodes_of(Role.LB)[0]
         emit(drill.host_drill(site, lb.host, scenario="lb-host", say=say))
-        topology = site.topology()
-        host = next(h for h in topology.hosts if h not in topology.failed_hosts
-                    and any(n.host == h for n in topology.nodes.values()))
-        result = drill.no_spare_drill(site, host, watch_s=20, say=say)
+        result = drill.no_spare_drill(site, drill.victim_host(site.topology()), watch_s=20, say=say)
         emit(result, acted=bool(result.journal))
 
 

@@ -411,7 +411,7 @@ def check_writes(result: DrillResult, site: Site) -> None:
 
 def victim_host(topology: Topology) -> str:
     """An active host carrying a DB node and a web node."""
-    for host in topology.hosts:
+    for host in (h for h in topology.hosts if h not in topology.failed_hosts):
         roles = {n.role for n in topology.nodes.values() if n.host == host}
         if {Role.MYSQL, Role.WEB} <= roles:
             return host
