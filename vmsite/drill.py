@@ -323,7 +323,8 @@ def _poll_site(result: DrillResult, site: Site, before: Topology, victims: list[
     whole = True
     for name in victims:
         node = now.nodes[name]
-        if node.host != before.nodes[name].host or result.scenario == "vm":
+        moved = node.host != before.nodes[name].host
+        if (moved or result.scenario == "vm") and "up started" in result.marks:
             if name in domains(site, node.host, running=False):
                 result.mark(f"{name} defined on {node.host}")
             if name in domains(site, node.host, running=True):
