@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
 import json
 import signal
 import subprocess
@@ -217,13 +218,20 @@ class DrillResult:
             self.timeline.append((seconds, what))
 
     def site_down_s(self) -> float:
-        """From the kill to the first successful request after the last failure (0: none failed)."""
+        """The outage the kill caused: the longest time without a successful response that
+        ends after the kill (0 when no request failed)."""
         if self.report is None or not self.report.failed:
             return 0.0
-        last_failed = max(o.done for o in self.report.failed)
-        back = min((o.done for o in self.report.outcomes if o.ok and o.done > last_failed),
-                   default=last_failed)
-        return round(back - self.killed_mono, 1)
+        done = sorted(o.done for o in self.report.outcomes if o.ok)
+        gaps = [b - a for a, b in itertools.pairwise(done) if b > self.killed_mono]
+        return round(max(gaps, default=0.0), 1)
+
+    def last_failure_s(self) -> float | None:
+        """When the last failed request ended, from the kill (requests sent during the outage
+        end up to the load's 10 s timeout later, some sent late by its busy workers)."""
+        if self.report is None or not self.report.failed:
+            return None
+        return round(max(o.done for o in self.report.failed) - self.killed_mono, 1)
 
     def figures(self) -> dict[str, Any]:
         report = self.report or LoadReport()
@@ -244,6 +252,7 @@ class DrillResult:
             "failed_samples": [o.error or o.status for o in report.failed][:3]}
         if self.scenario == "lb-host":
             out["site_down_s"] = self.site_down_s()
+        out["last_failure_s"] = self.last_failure_s()
         return out
 
     def render(self) -> str:
@@ -473,7 +482,7 @@ def vm_drill(site: Site, node: str, rate: float = RATE, timeout_s: float = RECOV
 
 
 def quiet_drill(site: Site, scenario: str, fault: Callable[[], None], heal: Callable[[], None],
-                watch_s: float, say: Callable[[str], None] = print) -> DrillResult:
+                watch_s: float, say: Callable[[str], None] = print, target: str = "") -> DrillResult:
     """A fault after which the watchdog must do nothing (fence nothing, write nothing, deploy
     nothing): it runs for `watch_s`, then the fault is healed."""
     before = site.topology()
@@ -487,7 +496,7 @@ def quiet_drill(site: Site, scenario: str, fault: Callable[[], None], heal: Call
         fault()
         result.mark("fault")
         time.sleep(watch_s)
-        _marks_from_watchdog(result, watchdog, "")
+        _marks_from_watchdog(result, watchdog, target)
     finally:
         heal()
         _finish(result, site, None, watchdog, before_text, before, [])
@@ -517,7 +526,8 @@ def no_spare_drill(site: Site, host: str, watch_s: float = 30.0,
         for name in sorted(domains(site, host, running=False)):
             h.virsh("start", name, check=False)
 
-    result = quiet_drill(site, "no-spare", lambda: site.power(host, on=False), heal, watch_s, say)
+    result = quiet_drill(site, "no-spare", lambda: site.power(host, on=False), heal, watch_s, say,
+                         target=f"host:{host}")
     result.victim = host
     return result
 
