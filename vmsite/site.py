@@ -14,8 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -70,6 +72,7 @@ class Site:
     line_sinks: list[Callable[[str], None]] = field(default_factory=list)
     network: Network | None = None
     host_namespaces: list[str] = field(default_factory=list)
+    _record_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def pulumi(self) -> Pulumi:
@@ -105,8 +108,11 @@ class Site:
         topology = make_working_copy(self.run, template)
         self.network = topology.network
         net.create_switch(self.netns, topology.network)
-        for name, spec in topology.hosts.items():
-            self.start_host(name, spec.address)
+        # At once: a libvirtd takes seconds to answer, four in a row were ~30 s of the first up.
+        with ThreadPoolExecutor(len(topology.hosts)) as pool:
+            for done in [pool.submit(self.start_host, name, spec.address)
+                         for name, spec in topology.hosts.items()]:
+                done.result()
         topology = self.start_bmcs(topology)
         self.watchdog_seat()
         self.timings["hosts_s"] = round(time.monotonic() - started, 1)
@@ -121,15 +127,18 @@ class Site:
         address in there."""
         assert self.network is not None
         netns = net.create_host(self.netns, name, self.network, address)
-        if netns not in self.host_namespaces:
-            self.host_namespaces.append(netns)
-        self.record()
-        host = self.hosts.get(name) or hypervisor.Host(name, self.run.host_dir(name), netns=netns)
-        self.hosts[name] = host
+        with self._record_lock:
+            if netns not in self.host_namespaces:
+                self.host_namespaces.append(netns)
+            host = self.hosts.setdefault(name, hypervisor.Host(name, self.run.host_dir(name),
+                                                               netns=netns))
+            self._record()
         host.start()
-        self.sshds[name] = sshd.start(host.dir / "sshd", address=address, port=22, netns=netns,
-                                      client_key=self.run.key)
-        self.record()
+        server = sshd.start(host.dir / "sshd", address=address, port=22, netns=netns,
+                            client_key=self.run.key)
+        with self._record_lock:
+            self.sshds[name] = server
+            self._record()
 
     def bmc_address(self, host: str) -> str:
         return str(ipaddress.ip_address(self.topology().hosts[host].address) + BMC_OFFSET)
@@ -166,9 +175,10 @@ class Site:
         address = str(ipaddress.ip_network(self.network.cidr, strict=False).network_address
                       + WATCHDOG_OFFSET)
         netns = net.create_host(self.netns, WATCHDOG_SEAT, self.network, address)
-        if netns not in self.host_namespaces:
-            self.host_namespaces.append(netns)
-        self.record()
+        with self._record_lock:
+            if netns not in self.host_namespaces:
+                self.host_namespaces.append(netns)
+            self._record()
         return netns
 
     def cut_watchdog(self, cut: bool) -> None:
@@ -187,6 +197,11 @@ class Site:
             power.power_off(self.run.host_dir(host), netns, network.bridge, address)
 
     def record(self) -> None:
+        """state.json: the namespaces and every PID started so far (hosts start in threads)."""
+        with self._record_lock:
+            self._record()
+
+    def _record(self) -> None:
         pids: dict[str, int] = {}
         for name, host in self.hosts.items():
             for i, pid in enumerate(host.pids):
