@@ -3,7 +3,7 @@ PY      ?= .venv/bin/python
 STACK   ?= lab
 
 .PHONY: setup packages engine-packages image-packages images venv tools lint typecheck go-test test \
-	test-fast lab lab-down vm vm-down engine bench bench-engine bench-images bench-vm validate preview
+	test-fast lab lab-down vm vm-down drill engine bench bench-engine bench-images bench-vm validate preview
 
 # Everything a fresh Debian machine needs: the daemons the lab runs (as root) and the venv.
 setup: packages venv
@@ -23,8 +23,10 @@ packages:
 	else echo "not root: skipping Debian packages ($(LAB_PACKAGES) $(OPS_PACKAGES) $(WATCHDOG_PACKAGES))"; fi
 
 # Local hypervisors for the engine tests (libvirtd + TCG qemu, started by the tests by hand), and
-# what the real-boot test builds its golden image with (mmdebstrap, mkfs.ext4).
-ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
+# what the real-boot test builds its golden image with (mmdebstrap, mkfs.ext4). netcat-openbsd:
+# virsh over qemu+ssh with `?socket=` (the watchdog's reclaim on the vm stack) runs `nc -U` there.
+ENGINE_PACKAGES = libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils mmdebstrap e2fsprogs \
+	netcat-openbsd
 engine-packages:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(ENGINE_PACKAGES); \
@@ -105,6 +107,11 @@ vm: venv engine-packages engine images
 
 vm-down: venv
 	$(PY) -m vmsite down
+
+# On the running vm stack (`make vm` in another shell): a host with a DB and a web node loses power
+# under load, the real watchdog brings the site back on the spare; prints the timeline. README.
+drill: venv
+	$(PY) -m vmsite drill
 
 # `pulumi preview --policy-pack policy` with the engine from `make engine` (default stack: ci;
 # PREVIEW_STACKS="ci dev" MAC_PREVIEW_REMOTE=1 for stacks with remote hosts). See tools/preview.sh.

@@ -88,6 +88,24 @@ def status() -> int:
     return result.returncode
 
 
+def drill(host: str | None) -> int:
+    """The host drill on the running vm stack (`make drill`)."""
+    from vmsite.drill import DrillError, host_drill, victim_host
+
+    site = Site()
+    if site.run.load() is None or not site.run.stack_file.exists():
+        print("no vm stack is running (`make vm` starts one)", file=sys.stderr)
+        return 1
+    try:
+        host = host or victim_host(site.topology())
+        result = host_drill(site, host)
+    except DrillError as err:
+        print(f"drill: {err}", file=sys.stderr)
+        return 1
+    print(result.render())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vmsite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
                       help="return once healthy (the stack keeps running; `down` removes it)")
     sub.add_parser("down", help="destroy the vm stack, stop its daemons, remove the namespace")
     sub.add_parser("status", help="the watchdog's status table of the running vm stack")
+    p_drill = sub.add_parser("drill", help="a host with a DB and a web node loses power under load; "
+                             "the real watchdog brings the site back on the spare (timeline)")
+    p_drill.add_argument("--host", default=None, help="the host to kill (default: one with db + web)")
     args = parser.parse_args(argv)
+    if args.command == "drill":
+        return drill(args.host)
     if args.command == "up":
         return up(stay=not args.no_stay)
     if args.command == "down":

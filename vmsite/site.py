@@ -6,28 +6,33 @@ crash from what `state.json` recorded) and the checks the tests and `make vm` sh
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from components.stack_file import load_topology, write_topology
 from components.topology import Network, Role, Topology
-from lab.netns import kill_namespace_processes, namespaces, wait_exited
-from vmsite import hypervisor, net, sshd
+from lab.netns import ip, kill_namespace_processes, namespaces, wait_exited
+from vmsite import bmc, hypervisor, net, power, sshd
 from vmsite.lock import SiteLock, live_holder
 from vmsite.project import TEMPLATE, Pulumi, engine_missing, images_dir, make_working_copy
 from vmsite.state import REPO, STACK, Recorded, RunDir, default_run_dir
 
 CURL_TIMEOUT_S = 5
+BMC_OFFSET = 100  # a host's BMC listens on its management address + 100 (kvm1 .2 -> .102)
+WATCHDOG_SEAT = "watchdog"  # the watchdog's own namespace: mac-vm-watchdog (see watchdog_seat)
+WATCHDOG_OFFSET = 250  # ... holding the network's address .250
 
 
 class SiteError(RuntimeError):
@@ -41,7 +46,7 @@ def missing() -> str | None:
     why = hypervisor.missing() or sshd.missing() or engine_missing()
     if why:
         return why
-    for tool in ("curl", "ip"):
+    for tool in ("curl", "ip", "nc"):
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     images = images_dir()
@@ -108,6 +113,8 @@ class Site:
             for done in [pool.submit(self.start_host, name, spec.address)
                          for name, spec in topology.hosts.items()]:
                 done.result()
+        topology = self.start_bmcs(topology)
+        self.watchdog_seat()
         self.timings["hosts_s"] = round(time.monotonic() - started, 1)
         pulumi = self.pulumi
         pulumi.prepare_home()
@@ -132,6 +139,62 @@ class Site:
         with self._record_lock:
             self.sshds[name] = server
             self._record()
+
+    def bmc_address(self, host: str) -> str:
+        return str(ipaddress.ip_address(self.topology().hosts[host].address) + BMC_OFFSET)
+
+    def start_bmcs(self, topology: Topology) -> Topology:
+        """A simulated BMC per host (ipmi_sim in the switch namespace, on the host's address +
+        BMC_OFFSET) whose power off/on is `vmsite.power`; the working copy's `fence` lines drive
+        them with fence_ipmilan (the password only in the watchdog's environment)."""
+        assert self.network is not None
+        specs = []
+        for name, host in topology.hosts.items():
+            address = str(ipaddress.ip_address(host.address) + BMC_OFFSET)
+            on, off, status = power.actions(self.run.host_dir(name), name, self.netns,
+                                            self.network.bridge,
+                                            f"{host.address}/{self.network.prefix_len}",
+                                            self.run.key, sys.executable)
+            specs.append(bmc.BmcSpec(name, address, bmc.PowerActions(on, off, status)))
+        bmc.start(self.run.root, self.netns, self.network.bridge, specs)
+        hosts = {name: replace(h, fence=bmc.fence_line(str(ipaddress.ip_address(h.address) + BMC_OFFSET),
+                                                       power_wait_s=0))
+                 for name, h in topology.hosts.items()}
+        topology = topology.with_(hosts=hosts)
+        write_topology(self.run.stack_file, topology)
+        return topology
+
+    @property
+    def watchdog_netns(self) -> str:
+        return net.host_namespace(self.netns, WATCHDOG_SEAT)
+
+    def watchdog_seat(self) -> str:
+        """The watchdog's namespace, on the switch like a host (veth `mvh-watchdog`): the drills
+        cut that link to isolate it. Its `pulumi up` and SSH steps go the same way."""
+        assert self.network is not None
+        address = str(ipaddress.ip_network(self.network.cidr, strict=False).network_address
+                      + WATCHDOG_OFFSET)
+        netns = net.create_host(self.netns, WATCHDOG_SEAT, self.network, address)
+        with self._record_lock:
+            if netns not in self.host_namespaces:
+                self.host_namespaces.append(netns)
+            self._record()
+        return netns
+
+    def cut_watchdog(self, cut: bool) -> None:
+        """Unplug (or plug back) the watchdog's link to the switch."""
+        ip("-n", self.netns, "link", "set", net.switch_port(WATCHDOG_SEAT), "down" if cut else "up")
+
+    def power(self, host: str, on: bool) -> None:
+        """Switch `host` on or off directly (what its BMC's chassis does; a power cut)."""
+        assert self.network is not None or self.run.stack_file.exists()
+        network = self.network or self.topology().network
+        address = f"{self.topology().hosts[host].address}/{network.prefix_len}"
+        netns = net.host_namespace(self.netns, host)
+        if on:
+            power.power_on(self.run.host_dir(host), host, netns, network.bridge, address, self.run.key)
+        else:
+            power.power_off(self.run.host_dir(host), netns, network.bridge, address)
 
     def record(self) -> None:
         """state.json: the namespaces and every PID started so far (hosts start in threads)."""
@@ -209,7 +272,14 @@ class Site:
                 "--state-dir", str(self.run.watchdog_state)]
         return subprocess.run(net.argv(self.netns, argv), capture_output=True, text=True,
                               timeout=timeout, check=False, cwd=self.project,
-                              env={**self.pulumi.env, "COLUMNS": "120"})
+                              env=self.watchdog_env())
+
+    def watchdog_env(self) -> dict[str, str]:
+        """The watchdog's environment: pulumi's, and the BMCs' password (for its fences only)."""
+        env = {**self.pulumi.env, "COLUMNS": "120"}
+        if bmc.load(self.run.root) is not None:
+            env.update(bmc.environment(self.run.root))
+        return env
 
     def status(self) -> tuple[bool, dict[str, object]]:
         """The watchdog's view (`status --json`): (all healthy, the report)."""
@@ -276,11 +346,14 @@ class Site:
             server.stop()
         for host in self.hosts.values():
             host.stop()
+        with contextlib.suppress(bmc.BmcError):
+            bmc.stop(self.run.root)
         recorded = self.run.load()
         pids = list(recorded.pids.values()) if recorded else []
         for host_dir in (self.run.root / "hosts").glob("*"):
             for pid_file in [*(host_dir / "run" / "qemu").glob("*.pid"),
-                             host_dir / "libvirtd.pid", host_dir / "virtlogd.pid"]:
+                             host_dir / "libvirtd.pid", host_dir / "virtlogd.pid",
+                             host_dir / "sshd" / "sshd.pid"]:
                 with contextlib.suppress(OSError, ValueError):
                     pids.append(int(pid_file.read_text().strip()))
         for pid in pids:

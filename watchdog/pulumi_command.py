@@ -13,15 +13,35 @@ import threading
 from collections.abc import Iterator, Mapping
 
 from pulumi import automation as auto
-from pulumi.automation._cmd import CommandResult, OnOutput, _fixup_path
+from pulumi.automation._cmd import (
+    _MINIMUM_VERSION,
+    _SKIP_VERSION_CHECK_VAR,
+    CommandResult,
+    OnOutput,
+    _fixup_path,
+    _parse_and_validate_pulumi_version,
+)
 from pulumi.automation.errors import create_command_error
 
 from watchdog.children import Children, ChildTimedOut
+from watchdog.ipmitool import PASSWORD_ENV
+
+
+def _child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """A pulumi child's environment: the BMC password is for the fence agents only, so pulumi
+    and the program it runs never see it."""
+    return {k: v for k, v in {**base, **extra}.items() if k != PASSWORD_ENV}
 
 
 class GroupedPulumiCommand(auto.PulumiCommand):
     def __init__(self, children: Children, root: str | None = None) -> None:
-        super().__init__(root=root)
+        # PulumiCommand.__init__, but its `pulumi version` without the BMC password too.
+        self.command = os.path.join(root, "bin", "pulumi") if root else "pulumi"
+        env = _child_env(os.environ, {"PULUMI_SKIP_UPDATE_CHECK": "true"})
+        current = subprocess.check_output([self.command, "version"], env=env).decode().strip()
+        self.version = _parse_and_validate_pulumi_version(
+            min_version=_MINIMUM_VERSION, current_version=current.removeprefix("v"),
+            opt_out=os.getenv(_SKIP_VERSION_CHECK_VAR) is not None)
         self.children = children
         self.timeout_s: float | None = None
 
@@ -39,7 +59,7 @@ class GroupedPulumiCommand(auto.PulumiCommand):
         separator = args.index("--") if "--" in args else len(args)
         if "--non-interactive" not in args[:separator]:
             args.insert(0, "--non-interactive")
-        env = {**os.environ, **additional_env, "PULUMI_AUTOMATION_API": "true"}
+        env = _child_env(os.environ, {**additional_env, "PULUMI_AUTOMATION_API": "true"})
         if os.path.isabs(self.command):
             env = _fixup_path(env, os.path.dirname(self.command))
         what = "pulumi " + " ".join(a for a in args[:3] if not a.startswith("-"))

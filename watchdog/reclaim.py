@@ -3,7 +3,10 @@
 A reclaim is a remediation like any other: a plan (drop the host from the stack's record of fenced
 hosts, write the stack file) carried out by the Remediator, under the remediation lock and
 journaled; the host checks run under that lock. The MAC domains still defined there (its old VMs,
-which may run on the IPs of the nodes that moved) are destroyed before it becomes a spare.
+which may run on the IPs of the nodes that moved) are destroyed before it becomes a spare, and
+so is the stack's storage pool left there (the old disks and base images): the program creates
+the pool of a host it manages and refuses one that already exists, so the first `pulumi up` that
+places a node on the reclaimed host would fail on it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 
+from components.host import pool_name
 from components.topology import SSH_PORT, Host, Topology, validate
 from watchdog.context import Context
 from watchdog.errors import BadInput, RemediationRefused
@@ -87,6 +91,41 @@ def destroy_domain(host: Host, name: str, timeout_s: float = VIRSH_TIMEOUT_S) ->
             raise RemediationRefused(f"virsh {verb} {name} on {host.name} failed: {last}")
 
 
+def _virsh(host: Host, *args: str, timeout_s: float = VIRSH_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    virsh = shutil.which("virsh")
+    if virsh is None:
+        raise RemediationRefused(f"virsh is not installed: cannot clean up {host.name}")
+    try:
+        return subprocess.run([virsh, "-c", host.uri, *args], capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise RemediationRefused(f"virsh {args[0]} on {host.name} did not answer within "
+                                 f"{timeout_s:g} s") from None
+
+
+def remove_pool(host: Host, timeout_s: float = VIRSH_TIMEOUT_S) -> bool:
+    """Remove the stack's pool left on `host` with its volumes; False when there is none (or no
+    virsh here). RemediationRefused when it stays."""
+    if shutil.which("virsh") is None:
+        return False
+    name = pool_name(host)
+    listed = _virsh(host, "pool-list", "--all", "--name", timeout_s=timeout_s)
+    if listed.returncode != 0 or name not in listed.stdout.split():
+        return False
+    _virsh(host, "pool-start", name, timeout_s=timeout_s)  # an inactive pool lists no volumes
+    _virsh(host, "pool-refresh", name, timeout_s=timeout_s)
+    volumes = _virsh(host, "vol-list", name, timeout_s=timeout_s).stdout.splitlines()[2:]
+    for line in volumes:
+        if line.split():
+            _virsh(host, "vol-delete", line.split()[0], "--pool", name, timeout_s=timeout_s)
+    for verb in ("pool-destroy", "pool-delete", "pool-undefine"):
+        _virsh(host, verb, name, timeout_s=timeout_s)
+    if name in _virsh(host, "pool-list", "--all", "--name", timeout_s=timeout_s).stdout.split():
+        raise RemediationRefused(f"the stale pool {name} on {host.name} could not be removed; "
+                                 f"remove it there first (virsh -c {host.uri} pool-undefine {name})")
+    return True
+
+
 def reclaim_plan(topology: Topology, host: str) -> Plan:
     """The plan that puts `host` back among the spares (pure): the stack's record of fenced
     hosts drops it (PRUNE_STATE prunes nothing here), then the stack file lists it as a spare."""
@@ -119,6 +158,8 @@ def check_host(ctx: Context, topology: Topology, host: str, force: bool,
     if left:
         raise RemediationRefused(f"{host} still has our domains {', '.join(left)}; "
                                  f"undefine them there first (virsh -c {h.uri} undefine NAME)")
+    if remove_pool(h):
+        log.warning("reclaim %s: removed the stale pool %s and its volumes", host, pool_name(h))
 
 
 def reclaim(ctx: Context, host: str, force: bool = False, domains: DomainLister | None = None,

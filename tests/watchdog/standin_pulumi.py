@@ -2,6 +2,7 @@
 
 It deploys nothing. Installed as ROOT/bin/pulumi by `install()`; everything it knows lives in ROOT:
   argv.jsonl     one JSON list per call (what the Automation API sent)
+  env.jsonl      the names of its environment variables, one JSON list per call
   state.json     the stack's exported state (`stack export` prints it, `stack import` replaces it)
   behaviour.json optional knobs: {"up_fail": N} fail the next N `up`s; {"locked": N} answer the
                  next N `up`s with "the stack is currently locked by"; {"up_sleep": S}; {"import_fail": N};
@@ -49,6 +50,8 @@ def _stack(argv: list[str]) -> str:
 def main(argv: list[str], root: Path) -> int:
     with open(root / "argv.jsonl", "a") as log:
         log.write(json.dumps(argv) + "\n")
+    with open(root / "env.jsonl", "a") as log:  # the names of its environment, per call
+        log.write(json.dumps(sorted(os.environ)) + "\n")
     args = [a for a in argv if a != "--non-interactive"]
     behaviour = _load(root / "behaviour.json", {})
     assert isinstance(behaviour, dict)

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from components.stack_file import load_topology, stack_path
+from components.topology import Host
 from tests.watchdog.conftest import Servers, StandIn
 from tests.watchdog.state_fixture import exported
 from watchdog.cli import app, main
@@ -203,8 +204,8 @@ def test_standin_reclaim(project: Path, servers: Servers, standin: StandIn,
 
 def test_standin_reclaim_destroys_the_stale_domains_of_a_returned_host(
         project: Path, servers: Servers, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A host that came back with its old VMs (`fence: none`): they are destroyed before it
-    becomes a spare; a domain that will not go away keeps it out."""
+    """A host that came back with its old VMs (`fence: none`): they and the stack's pool there
+    are removed before it becomes a spare; a domain that will not go away keeps it out."""
     path = stack_path(project, "test")
     from components.stack_file import write_topology
     write_topology(path, load_topology(path).move_nodes(["db1", "web1"], "spare1").with_(
@@ -217,13 +218,22 @@ def test_standin_reclaim_destroys_the_stale_domains_of_a_returned_host(
         destroyed.append(name)
         defined.remove(name)
 
+    pools: list[str] = []
+
+    def remove_pool(host: Host) -> bool:
+        pools.append(host.name)
+        return True
+
     monkeypatch.setattr("watchdog.reclaim.list_domains", lambda host: list(defined))
     monkeypatch.setattr("watchdog.reclaim.destroy_domain", destroy)
+    monkeypatch.setattr("watchdog.reclaim.remove_pool", remove_pool)
     servers.up("127.0.1.1")
     seams = Seams(transport=servers.transport())
     result = invoke(project, "reclaim", "kvm1", "--pulumi-root", str(standin.root), seams=seams)
     assert result.exit_code == 0, result.output
     assert sorted(destroyed) == ["db1", "web1"] and defined == ["other-vm"]
+    # Its stale pool too (the program refuses to create one that exists: the vm drill found it).
+    assert pools == ["kvm1"]
     assert load_topology(path).spares == ("kvm1",)
 
     write_topology(path, load_topology(path).with_(spares=(), failed_hosts=("kvm1",)))

@@ -7,6 +7,7 @@ and the behaviour on a failing `up`, a locked stack and a missing CLI.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -167,6 +168,17 @@ def test_standin_cli_on_path_and_missing_stack(project: Path, standin: StandIn,
     with pytest.raises(DeployFailed, match="pulumi stack init test"):
         Deployer(project, S).export_state()
     assert standin.commands() == SELECT
+
+
+def test_standin_cli_never_gets_the_bmc_password(project: Path, standin: StandIn,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """IPMI_PASSWORD is in the watchdog's environment for fence_ipmilan only: no pulumi child
+    (nor the program it runs) inherits it."""
+    monkeypatch.setenv("IPMI_PASSWORD", "not-for-pulumi")
+    Deployer(project, S, pulumi_root=standin.root).export_state()
+    calls = [json.loads(line) for line in (standin.root / "env.jsonl").read_text().splitlines()]
+    assert calls and all("IPMI_PASSWORD" not in names for names in calls)
+    assert len(calls) >= 3  # version, stack select, stack export
 
 
 def test_missing_cli_is_one_clear_error(project: Path, tmp_path: Path,
