@@ -1,6 +1,9 @@
-"""The vm stack for tests/vm: brought up ONCE per session (`vmsite.site.Site`, the code `make vm`
-runs) and torn down at the end; tests that need it take the `vm_site` fixture (later the drills
-reuse it too).
+"""The vm stack for tests/vm (`vmsite.site.Site`, the code `make vm` runs): tests that need it
+take the `vm_site` fixture. One stack per test file, shared by its tests in file order and torn
+down after its last test: test_vm_stack.py checks the stack as built, replaces two nodes and ends
+with `down`; test_drill.py starts from a fresh stack, because its drills assume the layout of
+stacks/Pulumi.vm.yaml (a host with a DB and a web node, the LB alone on its host, one spare) and
+leave hosts failed. The cost is one more first `up` (~5 min); no VM outlives tests/vm.
 
 Without root, the engine or the images the tests skip with the reason; with
 MAC_VM_TESTS=required (.ci/run) they fail instead.
@@ -26,7 +29,7 @@ def require_vm_site() -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vm_site() -> Iterator[Site]:
     """The vm stack, deployed and healthy (first `up` figures in `site.timings`)."""
     require_vm_site()
