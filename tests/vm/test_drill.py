@@ -1,8 +1,8 @@
-"""The drills on the session's vm stack (tests/vm/conftest.py): real VMs, the real watchdog
+"""The drills on a vm stack of their own (tests/vm/conftest.py: one per test file): real VMs, the real watchdog
 (`mac-watchdog run`, not a dry run) fencing through fence_ipmilan and the hosts' simulated BMCs,
 the real `pulumi up`. Each asserts behaviour; the figures are printed (bench/drill.py reports them).
 
-They run after test_vm_stack.py (file order) and in this order, so the stack's state flows:
+They start from the layout of stacks/Pulumi.vm.yaml and run in this order, so the stack's state flows:
   1. one VM dies (its qemu killed): replaced on the same host (spare still free);
   2. the watchdog cut off from the VM network: it does nothing (nothing changed by 1's leftovers);
   3. kvm1 (db1 + web1) loses power: both recreated on spare1, every acknowledged write on both
