@@ -1,4 +1,4 @@
-"""The drills on a vm stack of their own (tests/vm/conftest.py: one per test file): real VMs, the real watchdog
+"""The drills on a vm stack of their own (tests/vm/conftest.py: one per file): real VMs, the real watchdog
 (`mac-watchdog run`, not a dry run) fencing through fence_ipmilan and the hosts' simulated BMCs,
 the real `pulumi up`. Each asserts behaviour; the figures are printed (bench/drill.py reports them).
 
