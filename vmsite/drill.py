@@ -484,7 +484,7 @@ def vm_drill(site: Site, node: str, rate: float = RATE, timeout_s: float = RECOV
 def quiet_drill(site: Site, scenario: str, fault: Callable[[], None], heal: Callable[[], None],
                 watch_s: float, say: Callable[[str], None] = print, target: str = "") -> DrillResult:
     """A fault after which the watchdog must do nothing (fence nothing, write nothing, deploy
-    nothing): it runs for `watch_s`, then the fault is healed."""
+    nothing): it runs for `watch_s` and is stopped, then the fault is healed."""
     before = site.topology()
     before_text = site.run.stack_file.read_text()
     wait_cooldown(site)
@@ -498,6 +498,10 @@ def quiet_drill(site: Site, scenario: str, fault: Callable[[], None], heal: Call
         time.sleep(watch_s)
         _marks_from_watchdog(result, watchdog, target)
     finally:
+        # The watchdog stops before the heal: what is judged is what it did during the fault.
+        # A host powered on with its VMs still booting is a new situation (nodes failed on a live
+        # host: it would rightly plan to replace them).
+        watchdog.stop()
         heal()
         _finish(result, site, None, watchdog, before_text, before, [])
     return result
