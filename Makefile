@@ -100,9 +100,10 @@ lab-down: venv
 
 # The vm stack (root): 4 local libvirtd hosts + their sshds and 5 real VMs in the namespace mac-vm,
 # deployed by `pulumi up` from stacks/Pulumi.vm.yaml (README: "The vm stack"). Builds what is
-# missing first (engine and images are no-ops once built). Stays until Ctrl-C, which destroys it;
+# missing first (Debian packages incl. the BMC simulator, engine, images: no-ops once built).
+# Stays until Ctrl-C, which destroys it;
 # `make vm-down` from another shell (or after a crash) removes everything it made.
-vm: venv engine-packages engine images
+vm: venv engine-packages bmc-packages engine images
 	$(PY) -m vmsite up
 
 vm-down: venv
