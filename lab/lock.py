@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +57,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class LabLock:
-    """`acquire()` or LabBusy; `release()`; `stale` says whose dead lock was taken over."""
+class OwnerLock:
+    """An flock on `path` naming its holder: `acquire(what)` or the error `busy(who)` makes;
+    `release()`; `stale` says whose dead lock was taken over. The lab and the vm stack each
+    hold one (vmsite/lock.py)."""
 
-    def __init__(self, directory: Path | None = None) -> None:
-        self.path = lock_path(directory)
+    def __init__(self, path: Path, busy: Callable[[str], Exception]) -> None:
+        self.path = path
+        self._busy = busy
         self._fd: int | None = None
         self.stale: Holder | None = None
 
@@ -72,15 +76,14 @@ class LabLock:
         if self.held:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # os.open's descriptors are not inherited (PEP 446): daemons the lab starts never hold it.
+        # os.open's descriptors are not inherited (PEP 446): daemons the holder starts never hold it.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             holder = read_holder(self.path)
-            who = holder.describe() if holder else "holder unknown"
-            raise LabBusy(f"a lab is already running ({who}); `make lab-down` first") from None
+            raise self._busy(holder.describe() if holder else "holder unknown") from None
         previous = read_holder(self.path)
         self.stale = previous if previous and previous.pid != os.getpid() else None
         os.ftruncate(fd, 0)
@@ -94,6 +97,14 @@ class LabLock:
         os.ftruncate(self._fd, 0)
         os.close(self._fd)
         self._fd = None
+
+
+class LabLock(OwnerLock):
+    """The lab's lock, beside the lab directory."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        super().__init__(lock_path(directory), lambda who: LabBusy(
+            f"a lab is already running ({who}); `make lab-down` first"))
 
 
 def current_holder(directory: Path | None = None) -> Holder | None:
