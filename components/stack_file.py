@@ -251,10 +251,13 @@ def _merge(old: Any, new: Any) -> tuple[Any, bool]:
     return new, old != new or (type(old) is not type(new) and not numbers)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace `path` with `text` so readers see the old file or the new one, never a mix."""
+def atomic_write_text(path: str | Path, text: str, mode: int | None = None) -> None:
+    """Replace `path` with `text` so readers see the old file or the new one, never a mix.
+    `mode`: the new file's mode (default: the old file's, else 0644); the text is written while
+    the file is still 0600 (mkstemp), so a private file is never readable by others."""
     path = Path(path)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    if mode is None:
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

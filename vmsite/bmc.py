@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from components.stack_file import atomic_write_text
+
 IPMI_PORT = 623
 USERNAME = "mac-fence"
 PASSWORD_LENGTH = 16  # IPMI 1.5 allows 16 characters (RMCP+ 20)
@@ -308,17 +310,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def _write_private(path: Path, text: str) -> None:
     """Write atomically, mode 0600 from the start (the file may hold the password)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text, mode=0o600)
 
 
 def _save(run_dir: Path, site: Site) -> None:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from components.stack_file import load_topology, write_topology
+from components.stack_file import atomic_write_text, load_topology, write_topology
 from components.topology import Network, Role, Topology
 from lab.netns import ip, kill_namespace_processes, namespaces, wait_exited
 from vmsite import bmc, hypervisor, net, power, sshd
@@ -103,8 +103,7 @@ class Site:
         self.run.save(Recorded(self.netns))
         self.run.key.parent.mkdir(parents=True, exist_ok=True)
         sshd.keygen(self.run.key)
-        self.run.passphrase_file.write_text(secrets.token_hex(24) + "\n")
-        self.run.passphrase_file.chmod(0o600)
+        atomic_write_text(self.run.passphrase_file, secrets.token_hex(24) + "\n", mode=0o600)
         topology = make_working_copy(self.run, template)
         self.network = topology.network
         net.create_switch(self.netns, topology.network)
